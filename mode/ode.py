@@ -1,0 +1,182 @@
+r"""The models and their parameters, validated once, at the boundary.
+
+Second-order model (the continuous Momentum ResNet)
+
+.. math::  \varepsilon \ddot x + \dot x = f(x, t)
+   \quad\Longleftrightarrow\quad \dot x = v,\;\; \varepsilon \dot v = f(x, t) - v,
+
+also written :math:`\ddot x = g(x, t) - \dot x / \varepsilon` with :math:`g = f / \varepsilon`, and the
+first-order model :math:`\dot x = f(x, t)` it tends to as :math:`\varepsilon \to 0`.
+
+Discrete parameters: depth :math:`L`, horizon :math:`T`, step :math:`h = T / L` and the momentum
+:math:`\gamma = 1 - h / \varepsilon`; the paper's
+form is :math:`h = 1`, :math:`\varepsilon = 1 / (1 - \gamma)`.
+
+Vector fields are torch callables (functions or ``nn.Module``) on batched tensors of any shape, called as
+``f(x, t)`` when they take a time argument and ``f(x)`` otherwise (see :func:`as_vector_field`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+from collections.abc import Callable
+
+import torch
+
+VectorField = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _real(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def check_gamma(gamma) -> float:
+    """Validate the momentum :math:`\\gamma \\in [0, 1)` and return it as a float."""
+    gamma = _real("gamma", gamma)
+    if not 0.0 <= gamma < 1.0:
+        raise ValueError(f"gamma must lie in [0, 1), got {gamma}")
+    return gamma
+
+
+def check_eps(eps, *, allow_zero: bool = True) -> float:
+    """Validate :math:`\\varepsilon \\ge 0` (``> 0`` when ``allow_zero`` is false)."""
+    eps = _real("eps", eps)
+    if eps < 0 or (eps == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"eps must be {bound}, got {eps}")
+    return eps
+
+
+def check_positive(name: str, value) -> float:
+    """Validate a strictly positive finite real (a step ``h`` or a horizon ``T``)."""
+    value = _real(name, value)
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def check_steps(steps, name: str = "steps") -> int:
+    """Validate a number of steps (a depth) :math:`L \\ge 1`."""
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= 1, got {type(steps).__name__}")
+    if steps < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {steps}")
+    return int(steps)
+
+
+def gamma_from_eps(eps, step) -> float:
+    r"""Momentum of the semi-implicit Euler step: :math:`\gamma = 1 - h / \varepsilon`.
+
+    ``eps = 0`` gives :math:`\gamma = 0` (the ResNet limit). Raises ``ValueError`` when
+    :math:`h > \varepsilon`, which would make :math:`\gamma < 0`.
+    """
+    eps = check_eps(eps)
+    step = check_positive("step", step)
+    if eps == 0:
+        return 0.0
+    if step > eps:
+        raise ValueError(
+            f"step h = {step} exceeds eps = {eps}: gamma = 1 - h/eps = {1 - step / eps} is outside [0, 1); "
+            "use more steps (h = T / L) or a larger eps"
+        )
+    return 1.0 - step / eps
+
+
+def eps_from_gamma(gamma, step=1.0) -> float:
+    r""":math:`\varepsilon = h / (1 - \gamma)`; the paper's :math:`h = 1` gives :math:`1 / (1 - \gamma)`."""
+    return check_positive("step", step) / (1.0 - check_gamma(gamma))
+
+
+def step_from_depth(T, depth) -> float:
+    """Step size :math:`h = T / L` of a depth-:math:`L` discretization of the horizon :math:`T`."""
+    return check_positive("T", T) / check_steps(depth, "depth")
+
+
+def depth_from_step(T, step) -> int:
+    """Depth :math:`L = T / h`; raises ``ValueError`` unless :math:`T / h` is an integer."""
+    T, step = check_positive("T", T), check_positive("step", step)
+    depth = round(T / step)
+    if depth < 1 or not math.isclose(depth * step, T, rel_tol=1e-12):
+        raise ValueError(f"T / step must be a positive integer, got T = {T}, step = {step}")
+    return depth
+
+
+def _takes_time(f) -> bool:
+    target = f.forward if isinstance(f, torch.nn.Module) else f
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):  # builtins such as torch.tanh: autonomous, one argument
+        return False
+    positional = [
+        p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in positional)
+
+
+def as_vector_field(f) -> VectorField:
+    """Return ``F(x, t)``: ``f(x, t)`` if ``f`` accepts a second positional argument, else ``f(x)``.
+
+    Idempotent. Raises ``TypeError`` when ``f`` is not callable.
+    """
+    if getattr(f, "_mode_vector_field", False):
+        return f
+    if not callable(f):
+        raise TypeError(f"f must be a callable vector field f(x) or f(x, t), got {type(f).__name__}")
+    if _takes_time(f):
+
+        def field(x, t):
+            return f(x, t)
+
+    else:
+
+        def field(x, t):
+            return f(x)
+
+    field._mode_vector_field = True
+    field.wrapped = f
+    return field
+
+
+def from_acceleration(g, eps) -> VectorField:
+    r"""The force :math:`f = \varepsilon g` of the form :math:`\ddot x = g(x, t) - \dot x / \varepsilon`."""
+    eps = check_eps(eps, allow_zero=False)
+    g = as_vector_field(g)
+    return as_vector_field(lambda x, t: eps * g(x, t))
+
+
+def phase_space(f: VectorField, eps: float) -> Callable:
+    r"""Right-hand side of the phase-space system :math:`(\dot x, \dot v) = (v, (f(x, t) - v)/\varepsilon)`.
+
+    For ``eps = 0`` the first-order system :math:`\dot x = f(x, t)` on ``x`` alone.
+    """
+    if eps == 0:
+        return lambda t, x: f(x, t)
+    return lambda t, state: (state[1], (f(state[0], t) - state[1]) / eps)
+
+
+def check_state(x0, v0, eps: float) -> torch.Tensor:
+    """Validate the initial state and return ``v0`` (zeros when ``None``; ``None`` for ``eps = 0``)."""
+    if not isinstance(x0, torch.Tensor):
+        raise TypeError(f"x0 must be a torch.Tensor, got {type(x0).__name__}")
+    if not torch.is_floating_point(x0):
+        raise TypeError(f"x0 must have a floating-point dtype, got {x0.dtype}")
+    if eps == 0:
+        if v0 is not None:
+            raise ValueError("v0 has no meaning for the first-order ODE (eps = 0): leave it None")
+        return None
+    if v0 is None:
+        return torch.zeros_like(x0)
+    if not isinstance(v0, torch.Tensor):
+        raise TypeError(f"v0 must be a torch.Tensor or None, got {type(v0).__name__}")
+    if v0.shape != x0.shape:
+        raise ValueError(f"v0 must have the shape of x0 {tuple(x0.shape)}, got {tuple(v0.shape)}")
+    if v0.dtype != x0.dtype or v0.device != x0.device:
+        raise ValueError(f"v0 must match x0's dtype and device ({x0.dtype}, {x0.device})")
+    return v0

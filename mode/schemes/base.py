@@ -1,0 +1,65 @@
+"""The interface every one-step scheme implements."""
+
+from __future__ import annotations
+
+import torch
+
+from mode.ode import as_vector_field, check_eps, check_positive
+
+
+class NotInvertibleError(ValueError):
+    """Raised when the inverse of a step that has none is asked for."""
+
+
+class Scheme:
+    """A one-step discretization of :math:`\\varepsilon \\ddot x + \\dot x = f(x, t)` in phase space.
+
+    Attributes
+    ----------
+    name : str
+        Registry name.
+    order : int
+        Global order of accuracy for ``eps > 0``.
+    invertible : bool
+        Whether :meth:`inverse` exists in closed form (for ``eps > 0``; see each scheme for the
+        parameter values where it does not).
+    evals_per_step : int
+        Evaluations of ``f`` per step.
+    """
+
+    name: str
+    order: int
+    invertible: bool
+    evals_per_step: int
+
+    def step(self, f, x, v, t, h, eps):
+        """Advance ``(x, v)`` at time ``t`` by one step ``h``; returns ``(x, v)``."""
+        f, h, eps = self._validated(f, h, eps)
+        return self._step(f, x, v, t, h, eps)
+
+    def inverse(self, f, x, v, t, h, eps):
+        """Undo :meth:`step`: given the state at ``t + h`` return the state at ``t``."""
+        f, h, eps = self._validated(f, h, eps)
+        if not self.invertible:
+            raise NotInvertibleError(
+                f"the {self.name!r} scheme has no closed-form inverse; invertible schemes: "
+                "'momentum', 'exp-momentum', 'leapfrog'"
+            )
+        return self._inverse(f, x, v, t, h, eps)
+
+    def _validated(self, f, h, eps):
+        return as_vector_field(f), check_positive("h", h), check_eps(eps)
+
+    def _step(self, f, x, v, t, h: float, eps: float):
+        raise NotImplementedError
+
+    def _inverse(self, f, x, v, t, h: float, eps: float):
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<scheme {self.name!r}: order {self.order}, invertible={self.invertible}>"
+
+
+def first_order_velocity(x_new: torch.Tensor, x: torch.Tensor, h: float) -> torch.Tensor:
+    """Velocity reported by a first-order (``eps = 0``) step: the mean slope :math:`(x_{n+1} - x_n)/h`."""
+    return (x_new - x) / h
