@@ -4,6 +4,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from mode.continuous import ODESolution, odeint
 from mode.integrate import integrate
+from mode.nn import MomentumNet
 from mode.ode import (
     as_vector_field,
     depth_from_step,
@@ -22,6 +23,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 __all__ = [
     "SCHEMES",
     "NotInvertibleError",
+    "MomentumNet",
     "ODESolution",
     "as_vector_field",
     "depth_from_step",

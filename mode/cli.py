@@ -1,4 +1,4 @@
-"""The ``mode`` command line."""
+"""The ``mode`` command line: ``mode check | bench``; each subcommand lives beside the code it runs."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import sys
 
 import mode
 
+#: Modules that contribute a subcommand through ``add_parser(subparsers)``; each parser sets ``run``.
+SUBCOMMANDS = ("mode.bench.cli",)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -14,7 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="momentum-ode: second-order neural ODEs and Momentum ResNets with exact reversal.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {mode.__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        __import__(name, fromlist=["add_parser"]).add_parser(subparsers)
     return parser
 
 

@@ -1,0 +1,187 @@
+"""Fixed-point encoding of activations and the exact rational form of ``gamma``.
+
+A real ``y`` is stored as the int64 ``n = round(y * 2**frac_bits)``; stored integers are kept within
+``|n| < 2**LIMIT_BITS`` so that the sum of two of them cannot leave int64.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import torch
+from torch import Tensor
+
+LIMIT_BITS = 61
+"""Stored fixed-point integers satisfy ``|n| < 2**LIMIT_BITS``."""
+
+_OUT_OF_RANGE, _NON_FINITE = 0, 1
+
+
+class FixedPointRangeError(ValueError):
+    """A value does not fit the fixed-point grid without wrapping around."""
+
+
+def _check_frac_bits(frac_bits: int) -> None:
+    if not isinstance(frac_bits, int) or frac_bits < 0:
+        raise ValueError(f"frac_bits must be a non-negative int, got {frac_bits!r}")
+
+
+def quantize(y: Tensor, frac_bits: int) -> Tensor:
+    """Encode ``y`` on the grid of spacing ``2**-frac_bits``.
+
+    Implements ``n = round(y * 2**frac_bits)`` in float64, rounding half to even, returned as int64.
+    The result is only meaningful where :meth:`RangeGuard.check_float` accepts ``y``: casting a
+    non-finite or too large float to int64 is undefined.
+
+    Parameters
+    ----------
+    y : Tensor
+        Real values, any floating dtype and device.
+    frac_bits : int
+        Number of fractional bits, ``>= 0``.
+
+    Returns
+    -------
+    Tensor
+        int64 tensor shaped like ``y``.
+    """
+    _check_frac_bits(frac_bits)
+    # Scaling by a power of two is exact in float64, so the only rounding is the explicit one.
+    return torch.round(y.to(torch.float64) * 2.0**frac_bits).to(torch.int64)
+
+
+def dequantize(n: Tensor, frac_bits: int, dtype: torch.dtype) -> Tensor:
+    """Decode fixed-point integers: ``y = n * 2**-frac_bits`` cast to ``dtype``.
+
+    Parameters
+    ----------
+    n : Tensor
+        Integer tensor produced by :func:`quantize` or by exact arithmetic on such integers.
+    frac_bits : int
+        Number of fractional bits, ``>= 0``.
+    dtype : torch.dtype
+        Floating dtype of the result.
+
+    Returns
+    -------
+    Tensor
+        ``n * 2**-frac_bits`` computed in float64, then cast to ``dtype``.
+    """
+    _check_frac_bits(frac_bits)
+    return (n.to(torch.float64) * 2.0**-frac_bits).to(dtype)
+
+
+class RangeGuard:
+    """Collects fixed-point range violations on the device and reports them in one host sync.
+
+    Each check ORs into a boolean flag tensor on the checked tensor's device, so a forward or backward
+    pass can check every layer without stalling on ``.item()``; :meth:`raise_if_violated` reads the
+    flags once. Violations are ``|n| >= 2**LIMIT_BITS`` for integers and, for floats about to be
+    quantized, ``|y| * 2**frac_bits >= 2**LIMIT_BITS`` or a non-finite ``y``.
+    """
+
+    def __init__(self) -> None:
+        self._flags: dict[torch.device, Tensor] = {}
+        self._frac_bits: set[int] = set()
+
+    def _flags_on(self, device: torch.device) -> Tensor:
+        if device not in self._flags:
+            self._flags[device] = torch.zeros(2, dtype=torch.bool, device=device)
+        return self._flags[device]
+
+    def check_float(self, y: Tensor, frac_bits: int) -> None:
+        """Flag values of ``y`` that :func:`quantize` with ``frac_bits`` cannot encode.
+
+        Flags ``not isfinite(y)`` and ``|y| >= 2**(LIMIT_BITS - frac_bits)``, i.e.
+        ``|y| * 2**frac_bits >= 2**LIMIT_BITS``.
+        """
+        _check_frac_bits(frac_bits)
+        self._frac_bits.add(frac_bits)
+        flags = self._flags_on(y.device)
+        y = y.detach()
+        # Both sides are exact in float64 (the bound is a power of two), so the test has no rounding slack.
+        flags[_OUT_OF_RANGE].logical_or_((y.to(torch.float64).abs() >= 2.0 ** (LIMIT_BITS - frac_bits)).any())
+        flags[_NON_FINITE].logical_or_((~torch.isfinite(y)).any())
+
+    def check_int(self, n: Tensor) -> None:
+        """Flag stored integers with ``|n| >= 2**LIMIT_BITS``."""
+        limit = 1 << LIMIT_BITS
+        # Two comparisons rather than abs(): abs(-2**63) wraps to a negative int64 and would pass.
+        self._flags_on(n.device)[_OUT_OF_RANGE].logical_or_(((n >= limit) | (n <= -limit)).any())
+
+    def raise_if_violated(self, where: str) -> None:
+        """Raise :class:`FixedPointRangeError` if any check since construction failed.
+
+        Parameters
+        ----------
+        where : str
+            Names the computation in the error message.
+        """
+        seen = [flags.tolist() for flags in self._flags.values()]
+        out_of_range = any(s[_OUT_OF_RANGE] for s in seen)
+        non_finite = any(s[_NON_FINITE] for s in seen)
+        if not (out_of_range or non_finite):
+            return
+        ranges = ", ".join(
+            f"±2**{LIMIT_BITS - f} = ±{2.0 ** (LIMIT_BITS - f):.6g} for frac_bits={f}"
+            for f in sorted(self._frac_bits)
+        )
+        if not ranges:
+            ranges = f"±2**(LIMIT_BITS - frac_bits) with LIMIT_BITS={LIMIT_BITS}"
+        raise FixedPointRangeError(
+            f"{where}: value outside the fixed-point range; stored integers must satisfy "
+            f"|n| < 2**{LIMIT_BITS}, i.e. real values within {ranges}. "
+            f"Non-finite values (NaN/inf) were {'seen' if non_finite else 'not seen'}. "
+            "Use fewer fractional bits (a smaller frac_bits gives a coarser grid with a wider range) "
+            "or normalise the activations."
+        )
+
+
+def rational_gamma(gamma: float, rel_tol: float = 1e-9, max_bits: int = 55) -> tuple[int, int]:
+    """Exact dyadic rational ``n / 2**k`` standing in for ``gamma``.
+
+    Returns the smallest ``k <= max_bits`` with ``n = round(gamma * 2**k)`` and
+    ``|n / 2**k - gamma| <= rel_tol * (1 - gamma)``, so ``1 - n / 2**k`` has relative error at most
+    ``rel_tol``. Minimality of ``k`` makes ``n`` odd, or ``(n, k) == (0, 0)``: an even ``n`` or a zero
+    ``n`` at ``k >= 1`` is the same number with ``k - 1`` bits. The result lies in ``[0, 1)``
+    because ``rel_tol < 1``; ``(0, 0)`` (``gamma`` within tolerance of 0) has no inverse.
+
+    Parameters
+    ----------
+    gamma : float
+        Momentum coefficient in ``[0, 1)``.
+    rel_tol : float
+        Tolerance on ``1 - gamma`` relative to itself, in ``[0, 1)``.
+    max_bits : int
+        Largest admissible ``k``; :class:`~mode.exact.bit_stack.BitStack` accepts ``k <= 55``.
+
+    Returns
+    -------
+    tuple of int
+        ``(n, k)``.
+
+    Raises
+    ------
+    ValueError
+        If ``gamma`` is not a finite number in ``[0, 1)``, or the tolerance cannot be met with
+        ``k <= max_bits``.
+    """
+    gamma = float(gamma)
+    if not (math.isfinite(gamma) and 0.0 <= gamma < 1.0):
+        raise ValueError(f"gamma must be a finite number in the range [0, 1), got {gamma!r}")
+    if not 0.0 <= rel_tol < 1.0:
+        raise ValueError(f"rel_tol must be in [0, 1), got {rel_tol!r}")
+    if not isinstance(max_bits, int) or max_bits < 0:
+        raise ValueError(f"max_bits must be a non-negative int, got {max_bits!r}")
+    # Exact rational arithmetic: a float comparison could accept a k that misses the tolerance.
+    exact = Fraction(gamma)
+    tol = Fraction(rel_tol) * (1 - exact)
+    for k in range(max_bits + 1):
+        n = round(exact * 2**k)
+        if abs(Fraction(n, 2**k) - exact) <= tol:
+            return n, k
+    raise ValueError(
+        f"gamma={gamma!r} has no n / 2**k within rel_tol={rel_tol!r} of 1 - gamma for k <= "
+        f"max_bits={max_bits}; increase rel_tol or max_bits"
+    )

@@ -1,0 +1,85 @@
+"""Double-width steps of the exact multiply, done on int64 tensors without overflow.
+
+Multiplying by ``n / 2**k`` exactly needs ``r * n`` and ``e * 2**k`` for ``r, e, n < 2**k``, which for
+``k > 31`` exceed int64. Both are assembled from pieces that each fit, using only elementwise torch
+integer ops so they run unchanged on any device.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+WORD_BITS = 63
+"""Bits of a non-negative int64."""
+
+
+def mul_add_split(r: Tensor, n: int, s: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Split ``t = r * n + s`` at bit ``k``: return ``(t >> k, t & (2**k - 1))``.
+
+    Parameters
+    ----------
+    r, s : Tensor
+        int64 with ``0 <= r < 2**k`` and ``0 <= s < n``.
+    n : int
+        Multiplier, ``0 < n < 2**k``.
+    k : int
+        Split position, ``1 <= k <= 55``; ``t < 2**(2k)`` may need up to 110 bits.
+
+    Returns
+    -------
+    tuple of Tensor
+        High part ``< n`` and low part ``< 2**k``, int64.
+    """
+    if 2 * k <= WORD_BITS - 1:
+        # t < 2**(2k) <= 2**62 fits directly.
+        t = r * n + s
+        return t >> k, t & ((1 << k) - 1)
+    # Half-width limbs: with h <= 28 every partial product stays below 2**56.
+    h = (k + 1) // 2
+    limb = (1 << h) - 1
+    n0, n1 = n & limb, n >> h
+    r0, r1 = r & limb, r >> h
+    low = r0 * n0 + s
+    mid = r1 * n0 + r0 * n1 + (low >> h)
+    high = r1 * n1 + (mid >> h)
+    # t = high * 2**(2h) + (mid & limb) * 2**h + (low & limb), and 2h is k or k + 1.
+    excess = 2 * h - k
+    mid = mid & limb
+    split_high = (high << excess) | (mid >> (h - excess))
+    split_low = ((mid & ((1 << (h - excess)) - 1)) << h) | (low & limb)
+    return split_high, split_low
+
+
+def divmod_shifted(e: Tensor, b: Tensor, n: int, k: int) -> tuple[Tensor, Tensor]:
+    """Floor ``divmod(e * 2**k + b, n)`` by long division in digits of up to ``63 - k`` bits.
+
+    Parameters
+    ----------
+    e, b : Tensor
+        int64 with ``0 <= e < n`` and ``0 <= b < 2**k``.
+    n : int
+        Divisor, ``0 < n < 2**k``.
+    k : int
+        Shift, ``1 <= k <= 55``.
+
+    Returns
+    -------
+    tuple of Tensor
+        Quotient ``< 2**k`` and remainder ``< n``, int64.
+    """
+    # The running remainder is below n < 2**k, so appending a digit of 63 - k bits cannot overflow.
+    digit = WORD_BITS - k
+    top = max(k - digit, 0)
+    # Leading digit: b >> top already has at most k - top bits.
+    remainder = (e << (k - top)) | (b >> top)
+    quotient = torch.div(remainder, n, rounding_mode="floor")
+    remainder = remainder - quotient * n
+    while top > 0:
+        width = min(digit, top)
+        top -= width
+        remainder = (remainder << width) | ((b >> top) & ((1 << width) - 1))
+        step = torch.div(remainder, n, rounding_mode="floor")
+        remainder = remainder - step * n
+        quotient = (quotient << width) | step
+    return quotient, remainder

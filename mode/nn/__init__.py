@@ -1,0 +1,6 @@
+"""Neural-network modules: ``MomentumNet`` and its exact reversible backward pass."""
+
+from mode.nn.momentum_net import BACKPROP_MODES, DEFAULT_FRAC_BITS, MomentumNet
+from mode.nn.reversible import ReconstructionError
+
+__all__ = ["BACKPROP_MODES", "DEFAULT_FRAC_BITS", "MomentumNet", "ReconstructionError"]

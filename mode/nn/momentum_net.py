@@ -1,0 +1,281 @@
+"""``MomentumNet``: a stack of residual functions run as momentum steps, with three ways to backprop."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from mode.exact import RangeGuard, rational_gamma
+from mode.nn.layer_state import capture, replayed
+from mode.nn.reversible import (
+    Recursion,
+    ReversibleMomentum,
+    call_block,
+    reversed_input,
+    tensor_arguments,
+    undo_layer,
+)
+from mode.ode import check_gamma, check_positive, check_steps, gamma_from_eps
+
+BACKPROP_MODES = ("autograd", "reversible", "checkpoint")
+#: Fractional bits of the fixed-point grid per input dtype: finer than the dtype's own rounding near 1,
+#: with room for |x|, |v| < 2**(61 - q): about 5e8 in float32 and 1.3e5 in float64.
+DEFAULT_FRAC_BITS = {torch.float32: 32, torch.float64: 44}
+
+
+class _Function(torch.nn.Module):
+    """Holds a plain callable among the blocks so it can live in an ``nn.ModuleList``."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+
+def _as_blocks(blocks) -> torch.nn.ModuleList:
+    if isinstance(blocks, torch.nn.Module) and not isinstance(
+        blocks, (torch.nn.ModuleList, torch.nn.Sequential)
+    ):
+        raise TypeError("blocks must be a list, nn.ModuleList or nn.Sequential of residual functions")
+    try:
+        blocks = list(blocks)
+    except TypeError:
+        raise TypeError(
+            "blocks must be a list, nn.ModuleList or nn.Sequential of residual functions"
+        ) from None
+    check_steps(len(blocks), "len(blocks)")
+    for i, b in enumerate(blocks):
+        if not callable(b):
+            raise TypeError(f"blocks[{i}] is not callable: {type(b).__name__}")
+    return torch.nn.ModuleList(b if isinstance(b, torch.nn.Module) else _Function(b) for b in blocks)
+
+
+class MomentumNet(torch.nn.Module):
+    r"""A Momentum ResNet over the residual functions ``blocks``.
+
+    .. math::  v_{i+1} = \gamma v_i + (1 - \gamma) f_i(x_i, \ldots), \qquad x_{i+1} = x_i + h\, v_{i+1},
+               \qquad i = 0, \ldots, L - 1,
+
+    the semi-implicit Euler discretization of :math:`\varepsilon \ddot x + \dot x = f(x)` with
+    :math:`\gamma = 1 - h / \varepsilon`.
+
+    Parameters
+    ----------
+    blocks : list, nn.ModuleList or nn.Sequential
+        The residual functions :math:`f_i`, each called as ``f_i(x, *args, **kwargs)`` and returning a
+        tensor of the shape of ``x``. The same module may appear several times (shared weights).
+    gamma : float, optional
+        Momentum in :math:`[0, 1)`. Give exactly one of ``gamma`` and ``eps``. :math:`\gamma = 0` is the
+        plain ResNet :math:`x_{i+1} = x_i + h f_i(x_i)`, which has no inverse.
+    eps : float, optional
+        :math:`\varepsilon > 0`, giving :math:`\gamma = 1 - h / \varepsilon`; needs :math:`h \le \varepsilon`.
+    step : float
+        :math:`h > 0`; the paper's form is ``step=1``. With :math:`T` the horizon, :math:`h = T / L`.
+    backprop : {"reversible", "autograd", "checkpoint"}
+        ``"autograd"`` stores every activation (the reference); ``"reversible"`` stores none and rebuilds
+        them exactly in the backward pass, evaluating each :math:`f_i` once there; ``"checkpoint"`` uses
+        ``torch.utils.checkpoint`` on ``segments`` segments.
+    v0 : None, Tensor or nn.Module
+        Initial velocity: zero (default), a fixed tensor of the input's shape (a Parameter is trained), or
+        a module applied to the input (the paper's :math:`v_0 = f(x_0)` variant).
+    frac_bits : int, optional
+        Fractional bits :math:`q` of the fixed-point grid of the reversible mode (default 32 for float32,
+        44 for float64). Values must satisfy :math:`|x|, |v| < 2^{61 - q}`.
+    gamma_rel_tol : float
+        :math:`\gamma` is replaced by the exact rational :math:`n / 2^k` with the smallest :math:`k` that
+        keeps the relative error on :math:`1 - \gamma` below this; all three modes use that value.
+    segments : int, optional
+        Checkpoint segments (default :math:`\lceil \sqrt{L} \rceil`).
+
+    Notes
+    -----
+    The reversible mode is exact: :meth:`inverse` returns the forward's input bit for bit, and the
+    backward pass raises :class:`~mode.nn.reversible.ReconstructionError` if a block is not deterministic
+    (so that the reconstruction drifted) rather than return wrong gradients. Values leaving the fixed-point
+    range raise :class:`~mode.exact.FixedPointRangeError`. Gradients reach the block parameters and the
+    top-level tensors among ``args`` and ``kwargs``; tensors a block captures otherwise are constants.
+    """
+
+    def __init__(
+        self,
+        blocks,
+        gamma=None,
+        eps=None,
+        step=1.0,
+        backprop="reversible",
+        v0=None,
+        *,
+        frac_bits=None,
+        gamma_rel_tol=1e-9,
+        segments=None,
+    ):
+        super().__init__()
+        self.blocks = _as_blocks(blocks)
+        self.step = check_positive("step", step)
+        if (gamma is None) == (eps is None):
+            raise ValueError("give exactly one of gamma and eps")
+        self.gamma = check_gamma(gamma) if eps is None else gamma_from_eps(eps, self.step)
+        self.n, self.k = rational_gamma(self.gamma, rel_tol=gamma_rel_tol, max_bits=53)
+        if backprop not in BACKPROP_MODES:
+            raise ValueError(f"backprop must be one of {BACKPROP_MODES}, got {backprop!r}")
+        if backprop == "reversible" and self.n == 0:
+            raise ValueError(
+                "gamma = 0 is the plain ResNet, which forgets v and has no inverse: "
+                "use backprop='autograd' or 'checkpoint'"
+            )
+        self.backprop = backprop
+        if frac_bits is not None and not (isinstance(frac_bits, int) and 0 <= frac_bits <= 60):
+            raise ValueError(f"frac_bits must be an integer in [0, 60], got {frac_bits!r}")
+        self.frac_bits = frac_bits
+        self.segments = (
+            math.isqrt(len(self.blocks) - 1) + 1 if segments is None else check_steps(segments, "segments")
+        )
+        if v0 is not None and not isinstance(v0, (torch.Tensor, torch.nn.Module)):
+            raise TypeError(f"v0 must be None, a Tensor or an nn.Module, got {type(v0).__name__}")
+        if isinstance(v0, torch.Tensor) and not isinstance(v0, torch.nn.Parameter):
+            self.register_buffer("v0", v0)
+        else:
+            self.v0 = v0
+        self._last = None
+
+    @property
+    def depth(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def gamma_effective(self) -> float:
+        """The exact rational :math:`n / 2^k` every backprop mode multiplies by."""
+        return self.n / 2**self.k
+
+    @property
+    def eps(self) -> float:
+        r""":math:`\varepsilon = h / (1 - \gamma)` of the effective :math:`\gamma`."""
+        return self.step / (1 - self.gamma_effective)
+
+    def extra_repr(self) -> str:
+        return f"depth={self.depth}, gamma={self.gamma}, step={self.step}, backprop={self.backprop!r}"
+
+    def initial_velocity(self, x: torch.Tensor) -> torch.Tensor:
+        """:math:`v_0` for the input ``x``."""
+        if self.v0 is None:
+            return torch.zeros_like(x)
+        v0 = self.v0(x) if isinstance(self.v0, torch.nn.Module) else self.v0
+        if v0.shape != x.shape:
+            raise ValueError(f"v0 must have the shape of x {tuple(x.shape)}, got {tuple(v0.shape)}")
+        return v0.to(x.dtype)
+
+    def forward(self, x, *args, return_velocity=False, **kwargs):
+        """Run the :math:`L` momentum steps; returns :math:`x_L`, or :math:`(x_L, v_L)`."""
+        if not isinstance(x, torch.Tensor) or not torch.is_floating_point(x):
+            raise TypeError("x must be a floating-point torch.Tensor")
+        v = self.initial_velocity(x)
+        if self.backprop == "reversible":
+            x, v = self._reversible(x, v, args, kwargs)
+        elif self.backprop == "checkpoint":
+            x, v = self._checkpointed(x, v, args, kwargs)
+        else:
+            x, v = self._steps(0, self.depth, x, v, args, kwargs)
+        return (x, v) if return_velocity else x
+
+    def _steps(self, start, stop, x, v, args, kwargs):
+        gamma, h = self.gamma_effective, self.step
+        one_minus_gamma = (2**self.k - self.n) / 2**self.k
+        for i in range(start, stop):
+            fx = call_block(self.blocks[i], i, x, args, kwargs)
+            v = gamma * v + one_minus_gamma * fx if gamma else fx
+            x = x + h * v
+        return x, v
+
+    def _checkpointed(self, x, v, args, kwargs):
+        size = math.ceil(self.depth / self.segments)
+        for start in range(0, self.depth, size):
+            stop = min(start + size, self.depth)
+            x, v = checkpoint(
+                self._segment(start, stop, x.device),
+                x,
+                v,
+                *args,
+                use_reentrant=False,
+                preserve_rng_state=False,
+                **kwargs,
+            )
+        return x, v
+
+    def _segment(self, start, stop, device):
+        """The function checkpoint calls twice; the second call replays the first's RNG and buffers."""
+        blocks = self.blocks[start:stop]
+        recorder = capture(blocks, device)
+
+        def run(x, v, *args, **kwargs):
+            if recorder.state is None:
+                with recorder:
+                    return self._steps(start, stop, x, v, args, kwargs)
+            with replayed(blocks, recorder.state, device):
+                return self._steps(start, stop, x, v, args, kwargs)
+
+        return run
+
+    def _recursion(self, x, args, kwargs) -> Recursion:
+        if x.dtype not in DEFAULT_FRAC_BITS:
+            raise TypeError(
+                f"backprop='reversible' runs on float32 or float64 inputs, got {x.dtype}; cast the input "
+                "(blocks may still compute in lower precision)"
+            )
+        frac_bits = DEFAULT_FRAC_BITS[x.dtype] if self.frac_bits is None else self.frac_bits
+        params = [p for p in dict.fromkeys(self.blocks.parameters()) if p.requires_grad]
+        return Recursion(
+            blocks=list(self.blocks),
+            n=self.n,
+            k=self.k,
+            step=self.step,
+            frac_bits=frac_bits,
+            args=args,
+            kwargs=kwargs,
+            params=params,
+            n_arg_tensors=len(tensor_arguments(args, kwargs)),
+        )
+
+    def _reversible(self, x, v, args, kwargs):
+        rec = self._recursion(x, args, kwargs)
+        holder = []
+        x_out, v_out = ReversibleMomentum.apply(
+            rec, holder, x, v, *rec.params, *tensor_arguments(args, kwargs)
+        )
+        self._last = (rec, holder[0], x_out, v_out, x_out._version, v_out._version)
+        return x_out, v_out
+
+    @torch.no_grad()
+    def inverse(self, x, v):
+        r"""Return :math:`(x_0, v_0)` from the output :math:`(x_L, v_L)` of the last forward, bit for bit.
+
+        Exact reversal needs the bits that each multiplication by :math:`\gamma` destroyed, which the
+        reversible forward kept: ``x`` and ``v`` must be the very tensors the last forward of this module
+        returned (``return_velocity=True``), unmodified. For a float-arithmetic inverse of arbitrary states
+        (whose error grows like :math:`\gamma^{-L}`) use ``mode.SCHEMES["momentum"].inverse``.
+        """
+        if self.backprop != "reversible":
+            raise ValueError(
+                "exact inversion needs backprop='reversible' (the other modes keep no bit stack)"
+            )
+        last = self._last
+        if last is None or last[2] is not x or last[3] is not v:
+            raise ValueError(
+                "inverse(x, v) takes the tensors returned by this module's last forward "
+                "(net(x0, return_velocity=True)); other states carry no record of the bits lost to gamma"
+            )
+        rec, record, _, _, x_version, v_version = last
+        if x._version != x_version or v._version != v_version:
+            raise ValueError("x or v was modified in place after the forward: it cannot be inverted exactly")
+        if record.layer:
+            record = record.clone()
+            guard = RangeGuard()
+            while record.layer:
+                undo_layer(
+                    rec, record, lambda i, x: call_block(rec.blocks[i], i, x, rec.args, rec.kwargs), guard
+                )
+            guard.raise_if_violated("MomentumNet.inverse")
+        return reversed_input(rec, record)

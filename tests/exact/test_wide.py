@@ -1,0 +1,42 @@
+"""Double-width helpers against Python integers."""
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mode.exact.wide import divmod_shifted, mul_add_split
+
+
+@st.composite
+def operands(draw):
+    """k, n < 2**k and three columns of values below 2**k, biased to the extremes."""
+    k = draw(st.integers(1, 55))
+    n = draw(st.one_of(st.just((1 << k) - 1), st.integers(1, (1 << k) - 1)))
+    below = st.one_of(st.just(0), st.just((1 << k) - 1), st.integers(0, (1 << k) - 1))
+    size = draw(st.integers(1, 16))
+    rows = draw(st.lists(st.tuples(below, below, below), min_size=size, max_size=size))
+    return k, n, rows
+
+
+@settings(max_examples=75, deadline=None)
+@given(operands())
+def test_mul_add_split_matches_python_ints(case):
+    k, n, rows = case
+    r = [a for a, _, _ in rows]
+    s = [c % n for _, _, c in rows]
+    high, low = mul_add_split(torch.tensor(r), n, torch.tensor(s), k)
+    t = [a * n + c for a, c in zip(r, s, strict=True)]
+    assert high.tolist() == [x >> k for x in t]
+    assert low.tolist() == [x & ((1 << k) - 1) for x in t]
+
+
+@settings(max_examples=75, deadline=None)
+@given(operands())
+def test_divmod_shifted_matches_python_ints(case):
+    k, n, rows = case
+    e = [a % n for a, _, _ in rows]
+    b = [c for _, c, _ in rows]
+    quotient, remainder = divmod_shifted(torch.tensor(e), torch.tensor(b), n, k)
+    expected = [divmod(x * 2**k + y, n) for x, y in zip(e, b, strict=True)]
+    assert quotient.tolist() == [q for q, _ in expected]
+    assert remainder.tolist() == [m for _, m in expected]

@@ -1,0 +1,308 @@
+import pytest
+import torch
+
+import mode
+from mode.exact import FixedPointRangeError
+from mode.nn import MomentumNet, ReconstructionError
+
+TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+GAMMAS = [0.1, 0.5, 0.9, 0.99]
+
+
+class Conditioned(torch.nn.Module):
+    """An MLP block with a positional conditioning input and a keyword scale."""
+
+    def __init__(self, d, hidden=16):
+        super().__init__()
+        self.inp = torch.nn.Linear(d, hidden)
+        self.out = torch.nn.Linear(hidden, d)
+
+    def forward(self, x, cond, *, scale):
+        return self.out(torch.tanh(self.inp(x) + cond)) * scale
+
+
+class ConvBlock(torch.nn.Module):
+    def __init__(self, channels=3):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(channels, 4, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(4, channels, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv2(torch.tanh(self.conv1(x)))
+
+
+def relative_errors(net_kwargs, blocks, inputs, args=(), kwargs=None, v0=None):
+    """Per-tensor relative gradient error of each backprop mode against autograd."""
+    kwargs = kwargs or {}
+    leaves = [inputs, *[a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]]
+    grads = {}
+    for backprop in ("autograd", "reversible", "checkpoint"):
+        net = MomentumNet(blocks, backprop=backprop, v0=v0, **net_kwargs)
+        net.zero_grad()
+        for t in leaves:
+            t.grad = None
+        out, vel = net(inputs, *args, return_velocity=True, **kwargs)
+        (out.sin().sum() + (vel * out).sum()).backward()
+        params = [p for p in dict.fromkeys(net.parameters()) if p.requires_grad]
+        grads[backprop] = [t.grad.clone() for t in leaves] + [p.grad.clone() for p in params]
+    return {
+        mode_: max(
+            ((g - r).norm() / r.norm()).item() for g, r in zip(grads[mode_], grads["autograd"], strict=True)
+        )
+        for mode_ in ("reversible", "checkpoint")
+    }
+
+
+def mlp_case(depth, dtype, shared=False, seed=0):
+    torch.manual_seed(seed)
+    d = 6
+    if shared:
+        blocks = [Conditioned(d).to(dtype)] * depth
+    else:
+        blocks = [Conditioned(d).to(dtype) for _ in range(depth)]
+    x = torch.randn(5, d, dtype=dtype, requires_grad=True)
+    cond = torch.randn(5, 16, dtype=dtype, requires_grad=True)
+    scale = torch.tensor(0.8, dtype=dtype, requires_grad=True)
+    return blocks, x, (cond,), {"scale": scale}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("gamma", GAMMAS)
+@pytest.mark.parametrize("depth", [1, 10, 100])
+def test_reversible_gradients_equal_autograd_mlp(depth, gamma, dtype):
+    blocks, x, args, kwargs = mlp_case(depth, dtype)
+    errors = relative_errors({"gamma": gamma}, blocks, x, args, kwargs)
+    assert errors["reversible"] <= TOL[dtype], errors
+    assert errors["checkpoint"] <= TOL[dtype], errors
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("gamma", GAMMAS)
+@pytest.mark.parametrize("depth", [1, 10])
+def test_reversible_gradients_equal_autograd_conv(depth, gamma, dtype):
+    torch.manual_seed(1)
+    blocks = [ConvBlock().to(dtype) for _ in range(depth)]
+    x = torch.randn(2, 3, 6, 6, dtype=dtype, requires_grad=True)
+    errors = relative_errors({"gamma": gamma}, blocks, x)
+    assert errors["reversible"] <= TOL[dtype], errors
+
+
+def test_deep_shared_conv_float64():
+    torch.manual_seed(2)
+    blocks = [ConvBlock().double()] * 100
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    errors = relative_errors({"gamma": 0.9}, blocks, x)
+    assert errors["reversible"] <= 1e-10, errors
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("gamma", GAMMAS)
+def test_reversible_gradients_equal_autograd_depth_1000(gamma, dtype):
+    blocks, x, args, kwargs = mlp_case(1000, dtype, shared=True)
+    errors = relative_errors({"gamma": gamma}, blocks, x, args, kwargs)
+    assert errors["reversible"] <= TOL[dtype], errors
+
+
+def test_depth_1000_float64_shared_block():
+    """One depth-1000 case in the default suite; the full grid is marked slow."""
+    blocks, x, args, kwargs = mlp_case(1000, torch.float64, shared=True)
+    errors = relative_errors({"gamma": 0.9}, blocks, x, args, kwargs)
+    assert errors["reversible"] <= 1e-10, errors
+
+
+@pytest.mark.parametrize("gamma", [0.5, 0.9])
+def test_inverse_is_bit_exact_at_depth_10000(gamma):
+    torch.manual_seed(3)
+    lin = torch.nn.Linear(4, 4)
+    net = MomentumNet([lambda x: torch.tanh(lin(x))] * 10_000, gamma=gamma)
+    x0 = torch.randn(8, 4)
+    with torch.no_grad():
+        x, v = net(x0, return_velocity=True)
+    assert not torch.equal(x, x0)
+    x_rec, v_rec = net.inverse(x, v)
+    assert torch.equal(x_rec, x0)
+    assert torch.equal(v_rec, torch.zeros_like(x0))
+
+
+def test_float_inverse_of_the_same_net_is_not_exact():
+    """The reason for the bit stack: float64 reversal at gamma = 0.5 loses everything by depth 100."""
+    torch.manual_seed(3)
+    lin = torch.nn.Linear(4, 4).double()
+    f = lambda x: torch.tanh(lin(x))  # noqa: E731
+    net = MomentumNet([f] * 100, gamma=0.5, backprop="autograd")
+    x0 = torch.randn(8, 4, dtype=torch.float64)
+    with torch.no_grad():
+        x, v = net(x0, return_velocity=True)
+        for _ in range(100):
+            x, v = mode.SCHEMES["momentum"].inverse(f, x, v, 0.0, 1.0, net.eps)
+    assert (x - x0).abs().max() > 1e-3
+
+
+def test_inverse_after_backward_and_bad_calls():
+    blocks, x, args, kwargs = mlp_case(5, torch.float64)
+    net = MomentumNet(blocks, gamma=0.9, v0=torch.nn.Linear(6, 6).double())
+    out, vel = net(x, *args, return_velocity=True, **kwargs)
+    out.sum().backward()
+    x_rec, v_rec = net.inverse(out, vel)
+    assert torch.equal(x_rec, x.detach())
+    assert torch.equal(v_rec, net.v0(x).detach())
+    with pytest.raises(ValueError, match="last forward"):
+        net.inverse(out.detach().clone(), vel)
+    with pytest.raises(ValueError, match="reversible"):
+        MomentumNet(blocks, gamma=0.9, backprop="autograd").inverse(out, vel)
+
+
+def test_all_modes_compute_the_same_function():
+    blocks, x, args, kwargs = mlp_case(50, torch.float64)
+    outs = [
+        MomentumNet(blocks, gamma=0.9, backprop=b)(x, *args, **kwargs) for b in ("autograd", "reversible")
+    ]
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=1e-11)
+
+
+def test_effective_gamma_is_an_exact_dyadic_rational_close_to_gamma():
+    for gamma in GAMMAS + [0.999]:
+        net = MomentumNet([torch.nn.Identity()], gamma=gamma)
+        assert net.gamma_effective == net.n / 2**net.k
+        assert abs((1 - net.gamma_effective) - (1 - gamma)) <= 1e-9 * (1 - gamma)
+
+
+def test_eps_form_is_the_momentum_scheme():
+    torch.manual_seed(4)
+    f = torch.nn.Linear(3, 3).double()
+    eps, T, depth = 0.5, 1.0, 20
+    net = MomentumNet([f] * depth, eps=eps, step=T / depth, backprop="autograd", gamma_rel_tol=1e-15)
+    x0 = torch.randn(2, 3, dtype=torch.float64)
+    x_net, v_net = net(x0, return_velocity=True)
+    x_int, v_int = mode.integrate(f, x0, eps=eps, T=T, steps=depth, scheme="momentum")
+    torch.testing.assert_close((x_net, v_net), (x_int, v_int), rtol=0, atol=1e-14)
+    rev = MomentumNet([f] * depth, eps=eps, step=T / depth)
+    torch.testing.assert_close(rev(x0), x_int, rtol=0, atol=1e-10)
+
+
+def test_gamma_zero_is_the_resnet_and_has_no_reversible_mode():
+    torch.manual_seed(5)
+    blocks = [torch.nn.Linear(3, 3) for _ in range(4)]
+    x = torch.randn(2, 3)
+    expected = x
+    for b in blocks:
+        expected = expected + b(expected)
+    for backprop in ("autograd", "checkpoint"):
+        torch.testing.assert_close(
+            MomentumNet(blocks, gamma=0, backprop=backprop)(x), expected, rtol=0, atol=0
+        )
+    with pytest.raises(ValueError, match="no inverse"):
+        MomentumNet(blocks, gamma=0)
+
+
+class BatchNormBlock(torch.nn.Module):
+    def __init__(self, d=5):
+        super().__init__()
+        self.lin = torch.nn.Linear(d, d)
+        self.bn = torch.nn.BatchNorm1d(d)
+
+    def forward(self, x):
+        return torch.tanh(self.bn(self.lin(x)))
+
+
+@pytest.mark.parametrize("backprop", ["reversible", "checkpoint"])
+def test_batchnorm_running_statistics_updated_once(backprop):
+    torch.manual_seed(6)
+    reference = [BatchNormBlock().double() for _ in range(6)]
+    twin = [BatchNormBlock().double() for _ in range(6)]
+    for a, b in zip(reference, twin, strict=True):
+        b.load_state_dict(a.state_dict())
+    x = torch.randn(16, 5, dtype=torch.float64, requires_grad=True)
+    y = x.detach().clone().requires_grad_(True)
+    MomentumNet(reference, gamma=0.9, backprop="autograd")(x).square().sum().backward()
+    MomentumNet(twin, gamma=0.9, backprop=backprop)(y).square().sum().backward()
+    for a, b in zip(reference, twin, strict=True):
+        assert int(b.bn.num_batches_tracked) == 1
+        torch.testing.assert_close(b.bn.running_mean, a.bn.running_mean, rtol=0, atol=1e-12)
+        torch.testing.assert_close(b.bn.running_var, a.bn.running_var, rtol=0, atol=1e-12)
+        torch.testing.assert_close(b.lin.weight.grad, a.lin.weight.grad, rtol=1e-10, atol=0)
+    torch.testing.assert_close(y.grad, x.grad, rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("backprop", ["reversible", "checkpoint"])
+def test_dropout_replays_the_same_masks(backprop):
+    torch.manual_seed(7)
+    blocks = [
+        torch.nn.Sequential(torch.nn.Linear(5, 5), torch.nn.Dropout(0.3), torch.nn.Tanh()).double()
+        for _ in range(8)
+    ]
+    x = torch.randn(10, 5, dtype=torch.float64, requires_grad=True)
+    grads, next_draw = [], []
+    for b in ("autograd", backprop):
+        x.grad = None
+        for blk in blocks:
+            blk.zero_grad()
+        torch.manual_seed(123)
+        MomentumNet(blocks, gamma=0.9, backprop=b)(x).square().sum().backward()
+        grads.append([x.grad.clone()] + [p.grad.clone() for blk in blocks for p in blk.parameters()])
+        next_draw.append(torch.rand(1))
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=0)
+    # the backward's replay leaves the global generator where the forward left it
+    assert torch.equal(next_draw[0], next_draw[1])
+
+
+def test_frozen_parameters_and_parameter_v0():
+    torch.manual_seed(8)
+    blocks = [torch.nn.Linear(4, 4).double() for _ in range(5)]
+    for p in blocks[2].parameters():
+        p.requires_grad_(False)
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    v0 = torch.nn.Parameter(torch.randn(3, 4, dtype=torch.float64))
+    errors = relative_errors({"gamma": 0.9}, blocks, x, v0=v0)
+    assert errors["reversible"] <= 1e-10
+    assert blocks[2].weight.grad is None
+
+
+def test_float32_under_float64_blocks_is_refused_for_half_inputs():
+    net = MomentumNet([torch.nn.Identity()], gamma=0.5)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        net(torch.zeros(2, dtype=torch.float16))
+
+
+def test_shape_changing_block_is_refused():
+    net = MomentumNet([torch.nn.Linear(4, 3)], gamma=0.5)
+    with pytest.raises(ValueError, match="preserve the shape"):
+        net(torch.zeros(2, 4))
+
+
+@pytest.mark.parametrize("bad", [-0.5, 1.0, 2.0])
+def test_gamma_outside_range(bad):
+    with pytest.raises(ValueError, match=r"gamma must lie in \[0, 1\)"):
+        MomentumNet([torch.nn.Identity()], gamma=bad)
+
+
+def test_parameter_errors():
+    with pytest.raises(ValueError, match="exactly one of gamma and eps"):
+        MomentumNet([torch.nn.Identity()], gamma=0.5, eps=1.0)
+    with pytest.raises(ValueError, match="backprop"):
+        MomentumNet([torch.nn.Identity()], gamma=0.5, backprop="adjoint")
+    with pytest.raises(ValueError, match="len\\(blocks\\)"):
+        MomentumNet([], gamma=0.5)
+    with pytest.raises(ValueError, match="frac_bits"):
+        MomentumNet([torch.nn.Identity()], gamma=0.5, frac_bits=70)
+
+
+def test_values_beyond_the_fixed_point_range_raise():
+    net = MomentumNet([torch.nn.Identity()], gamma=0.5)
+    with pytest.raises(FixedPointRangeError, match="range"):
+        net(torch.full((2,), 1e10))
+    growing = MomentumNet([lambda x: 1e3 * x] * 10, gamma=0.5)
+    with pytest.raises(FixedPointRangeError, match="range"):
+        growing(torch.ones(3))
+    with pytest.raises(FixedPointRangeError, match="(?i)non-finite"):
+        MomentumNet([lambda x: x / 0.0], gamma=0.5)(torch.ones(3))
+
+
+def test_non_deterministic_block_is_detected():
+    noise = torch.Generator().manual_seed(0)  # a private generator the replay cannot restore
+    net = MomentumNet([lambda x: x + torch.rand(x.shape, generator=noise)] * 3, gamma=0.9)
+    x = torch.randn(4, requires_grad=True)
+    with pytest.raises(ReconstructionError, match="deterministic"):
+        net(x).sum().backward()
