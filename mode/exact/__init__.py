@@ -11,6 +11,7 @@ from mode.exact.fixed_point import (
     FixedPointRangeError,
     RangeGuard,
     dequantize,
+    dyadic_gamma,
     quantize,
     rational_gamma,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "FixedPointRangeError",
     "RangeGuard",
     "dequantize",
+    "dyadic_gamma",
     "quantize",
     "rational_gamma",
 ]

@@ -185,3 +185,26 @@ def rational_gamma(gamma: float, rel_tol: float = 1e-9, max_bits: int = 55) -> t
         f"gamma={gamma!r} has no n / 2**k within rel_tol={rel_tol!r} of 1 - gamma for k <= "
         f"max_bits={max_bits}; increase rel_tol or max_bits"
     )
+
+
+def dyadic_gamma(gamma: float, bits: int) -> tuple[int, int]:
+    """``gamma`` rounded to the grid ``2**-bits``: ``n / 2**k = round(gamma 2**bits) / 2**bits``.
+
+    The fraction is reduced (``n`` odd or ``(0, 0)``), as in :func:`rational_gamma`.
+
+    Raises
+    ------
+    ValueError
+        If ``gamma`` is not in ``[0, 1)`` or ``bits`` is not an int in ``[0, 55]``.
+    """
+    gamma = float(gamma)
+    if not (math.isfinite(gamma) and 0.0 <= gamma < 1.0):
+        raise ValueError(f"gamma must be a finite number in the range [0, 1), got {gamma!r}")
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 0 <= bits <= 55:
+        raise ValueError(f"gamma_bits must be an int in [0, 55], got {bits!r}")
+    n, k = round(Fraction(gamma) * 2**bits), bits
+    if n == 2**k:
+        raise ValueError(f"gamma={gamma!r} rounds to 1 on a grid of 2**-{bits}: use more gamma_bits")
+    while n and n % 2 == 0:
+        n, k = n // 2, k - 1
+    return (n, k) if n else (0, 0)

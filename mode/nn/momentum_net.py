@@ -7,7 +7,7 @@ import math
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from mode.exact import RangeGuard, rational_gamma
+from mode.exact import RangeGuard, dyadic_gamma, rational_gamma
 from mode.nn.layer_state import capture, replayed
 from mode.nn.reversible import (
     Recursion,
@@ -88,6 +88,9 @@ class MomentumNet(torch.nn.Module):
     gamma_rel_tol : float
         :math:`\gamma` is replaced by the exact rational :math:`n / 2^k` with the smallest :math:`k` that
         keeps the relative error on :math:`1 - \gamma` below this; all three modes use that value.
+    gamma_bits : int, optional
+        Fix :math:`k` instead: :math:`\gamma` is rounded to the grid :math:`2^{-k}` (``k <= 55``; a smaller
+        :math:`k` makes the bit stack's arithmetic cheaper).
     segments : int, optional
         Checkpoint segments (default :math:`\lceil \sqrt{L} \rceil`).
 
@@ -111,6 +114,7 @@ class MomentumNet(torch.nn.Module):
         *,
         frac_bits=None,
         gamma_rel_tol=1e-9,
+        gamma_bits=None,
         segments=None,
     ):
         super().__init__()
@@ -119,7 +123,10 @@ class MomentumNet(torch.nn.Module):
         if (gamma is None) == (eps is None):
             raise ValueError("give exactly one of gamma and eps")
         self.gamma = check_gamma(gamma) if eps is None else gamma_from_eps(eps, self.step)
-        self.n, self.k = rational_gamma(self.gamma, rel_tol=gamma_rel_tol, max_bits=53)
+        if gamma_bits is None:
+            self.n, self.k = rational_gamma(self.gamma, rel_tol=gamma_rel_tol, max_bits=53)
+        else:
+            self.n, self.k = dyadic_gamma(self.gamma, gamma_bits)
         if backprop not in BACKPROP_MODES:
             raise ValueError(f"backprop must be one of {BACKPROP_MODES}, got {backprop!r}")
         if backprop == "reversible" and self.n == 0:
@@ -236,7 +243,6 @@ class MomentumNet(torch.nn.Module):
             args=args,
             kwargs=kwargs,
             params=params,
-            n_arg_tensors=len(tensor_arguments(args, kwargs)),
         )
 
     def _reversible(self, x, v, args, kwargs):

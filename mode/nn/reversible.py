@@ -57,7 +57,6 @@ class Recursion:
     args: tuple
     kwargs: dict
     params: list[torch.nn.Parameter]
-    n_arg_tensors: int
 
     @property
     def gamma(self) -> float:
@@ -203,10 +202,8 @@ class ReversibleMomentum(torch.autograd.Function):
         dtype = record.residual_x.dtype
         bar_x = torch.zeros_like(record.residual_x) if grad_x is None else grad_x.to(dtype)
         bar_v = torch.zeros_like(record.residual_v) if grad_v is None else grad_v.to(dtype)
-        index = {id(p): j for j, p in enumerate(rec.params)}
-        grad_params = [None] * len(rec.params)
         wanted_args = [t for t in arg_tensors if t.requires_grad]
-        grad_args = [None] * len(wanted_args)
+        total: dict[int, torch.Tensor] = {}  # gradient sums over layers, keyed by the tensor's identity
         guard = RangeGuard()
 
         def with_graph(i, x):
@@ -217,24 +214,19 @@ class ReversibleMomentum(torch.autograd.Function):
             x, fx = undo_layer(rec, record, with_graph, guard)
             params = [p for p in _parameters(rec.blocks[i]) if p.requires_grad]
             tilde_v = bar_v + rec.step * bar_x
-            grads = torch.autograd.grad(
-                fx, [x, *params, *wanted_args], rec.one_minus_gamma * tilde_v, allow_unused=True
+            targets = [*params, *wanted_args]
+            g_x, *grads = torch.autograd.grad(
+                fx, [x, *targets], rec.one_minus_gamma * tilde_v, allow_unused=True
             )
-            g_x, g_p, g_a = grads[0], grads[1 : 1 + len(params)], grads[1 + len(params) :]
             bar_x = bar_x if g_x is None else bar_x + g_x
             bar_v = rec.gamma * tilde_v
-            for p, g in zip(params, g_p, strict=True):
-                j = index[id(p)]
+            for t, g in zip(targets, grads, strict=True):
                 if g is not None:
-                    grad_params[j] = g if grad_params[j] is None else grad_params[j] + g
-            for j, g in enumerate(g_a):
-                if g is not None:
-                    grad_args[j] = g if grad_args[j] is None else grad_args[j] + g
+                    total[id(t)] = total[id(t)] + g if id(t) in total else g
         guard.raise_if_violated("the MomentumNet backward pass")
         check_reconstruction(record)
-        arg_grads = iter(grad_args)
-        grads_for_args = [next(arg_grads) if t.requires_grad else None for t in arg_tensors]
-        return (None, None, bar_x, bar_v, *grad_params, *grads_for_args)
+        grads_out = [total.get(id(t)) for t in (*rec.params, *arg_tensors)]
+        return (None, None, bar_x, bar_v, *grads_out)
 
 
 def _parameters(block) -> list[torch.nn.Parameter]:

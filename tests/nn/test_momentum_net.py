@@ -168,6 +168,18 @@ def test_effective_gamma_is_an_exact_dyadic_rational_close_to_gamma():
         assert abs((1 - net.gamma_effective) - (1 - gamma)) <= 1e-9 * (1 - gamma)
 
 
+def test_gamma_bits_fixes_the_denominator_in_every_mode():
+    blocks, x, args, kwargs = mlp_case(20, torch.float64)
+    net = MomentumNet(blocks, gamma=0.9, gamma_bits=10)
+    assert (net.n, net.k) == (461, 9) and net.gamma_effective == round(0.9 * 1024) / 1024
+    errors = relative_errors({"gamma": 0.9, "gamma_bits": 10}, blocks, x, args, kwargs)
+    assert errors["reversible"] <= 1e-10, errors
+    with pytest.raises(ValueError, match="gamma_bits"):
+        MomentumNet(blocks, gamma=0.9, gamma_bits=60)
+    with pytest.raises(ValueError, match="rounds to 1"):
+        MomentumNet(blocks, gamma=0.999, gamma_bits=3)
+
+
 def test_eps_form_is_the_momentum_scheme():
     torch.manual_seed(4)
     f = torch.nn.Linear(3, 3).double()
@@ -177,7 +189,7 @@ def test_eps_form_is_the_momentum_scheme():
     x_net, v_net = net(x0, return_velocity=True)
     x_int, v_int = mode.integrate(f, x0, eps=eps, T=T, steps=depth, scheme="momentum")
     torch.testing.assert_close((x_net, v_net), (x_int, v_int), rtol=0, atol=1e-14)
-    rev = MomentumNet([f] * depth, eps=eps, step=T / depth)
+    rev = MomentumNet([f] * depth, eps=eps, step=T / depth, gamma_rel_tol=1e-15)
     torch.testing.assert_close(rev(x0), x_int, rtol=0, atol=1e-10)
 
 
