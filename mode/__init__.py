@@ -4,7 +4,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from mode.continuous import ODESolution, odeint
 from mode.integrate import integrate
-from mode.nn import MomentumNet
+from mode.nn import MomentumNet, from_momentum, to_momentum
 from mode.ode import (
     as_vector_field,
     depth_from_step,
@@ -28,9 +28,11 @@ __all__ = [
     "as_vector_field",
     "depth_from_step",
     "eps_from_gamma",
+    "from_momentum",
     "from_acceleration",
     "gamma_from_eps",
     "integrate",
     "odeint",
     "step_from_depth",
+    "to_momentum",
 ]

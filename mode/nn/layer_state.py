@@ -6,7 +6,11 @@ forward applied. Two things can make it differ:
 * random ops (dropout): the generator state has moved on, so the replay must restart from the state the
   forward saw (CPU and, where the input lives on a GPU, that device's generator);
 * buffers the forward mutates (BatchNorm running statistics, spectral-norm power iterates): the replay
-  would update them a second time, and a block whose output reads them would see the updated values.
+  would update them a second time, and a block whose output reads them would see the updated values;
+* the calling mode: autocast changes the precision of every op, and some modules take another code path
+  when gradients are off (``nn.TransformerEncoderLayer``'s fused fast path), so a forward run without
+  grad and a backward replay with grad would apply two different functions. :class:`CallMode` records
+  both at the forward and re-enters them for every later evaluation.
 
 :func:`capture` records both *before* a block runs and keeps only what the block actually changed, so a
 deterministic, stateless block costs nothing. :func:`replayed` runs a recomputation from the recorded
@@ -36,6 +40,32 @@ def _set_rng_states(device: torch.device, states: list[torch.Tensor]) -> None:
 
 def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return all(torch.equal(u, w) for u, w in zip(a, b, strict=True))
+
+
+@dataclass(frozen=True)
+class CallMode:
+    """Grad mode and autocast settings (CPU and the input's device) under which a forward was called."""
+
+    grad_enabled: bool
+    autocast: tuple[tuple[str, bool, torch.dtype], ...]
+
+    @classmethod
+    def current(cls, device: torch.device) -> CallMode:
+        types = dict.fromkeys(("cpu", device.type))
+        return cls(
+            torch.is_grad_enabled(),
+            tuple((t, torch.is_autocast_enabled(t), torch.get_autocast_dtype(t)) for t in types),
+        )
+
+    @contextlib.contextmanager
+    def applied(self, grad_enabled: bool | None = None):
+        """Evaluate under the recorded mode (``grad_enabled`` overrides the grad mode, for a replay)."""
+        with contextlib.ExitStack() as stack:
+            grad = self.grad_enabled if grad_enabled is None else grad_enabled
+            stack.enter_context(torch.set_grad_enabled(grad))
+            for device_type, enabled, dtype in self.autocast:
+                stack.enter_context(torch.autocast(device_type, dtype=dtype, enabled=enabled))
+            yield
 
 
 @dataclass

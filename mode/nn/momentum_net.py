@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
 from mode.exact import RangeGuard, dyadic_gamma, rational_gamma
-from mode.nn.layer_state import capture, replayed
+from mode.nn.layer_state import CallMode, capture, replayed
 from mode.nn.reversible import (
     Recursion,
     ReversibleMomentum,
@@ -101,6 +102,14 @@ class MomentumNet(torch.nn.Module):
     (so that the reconstruction drifted) rather than return wrong gradients. Values leaving the fixed-point
     range raise :class:`~mode.exact.FixedPointRangeError`. Gradients reach the block parameters and the
     top-level tensors among ``args`` and ``kwargs``; tensors a block captures otherwise are constants.
+
+    Every later evaluation of a block (backward, :meth:`inverse`) replays the forward's generator states,
+    mutated buffers, grad mode and autocast state, so it applies the same function: BatchNorm statistics
+    are updated once, dropout masks repeat. Under ``torch.autocast`` the state stays in float32 fixed
+    point: the reconstruction is bit-exact and the gradients are the exact vector-Jacobian products of
+    the low-precision blocks at the forward's states (equal to autograd's to the autocast precision, since
+    autograd keeps float32 states). Under ``DistributedDataParallel`` the parameter gradients arrive
+    through the usual accumulation hooks, so gradient averaging works unchanged.
     """
 
     def __init__(
@@ -243,6 +252,7 @@ class MomentumNet(torch.nn.Module):
             args=args,
             kwargs=kwargs,
             params=params,
+            mode=CallMode.current(x.device),
         )
 
     def _reversible(self, x, v, args, kwargs):
@@ -251,7 +261,8 @@ class MomentumNet(torch.nn.Module):
         x_out, v_out = ReversibleMomentum.apply(
             rec, holder, x, v, *rec.params, *tensor_arguments(args, kwargs)
         )
-        self._last = (rec, holder[0], x_out, v_out, x_out._version, v_out._version)
+        # weak references: the module must not keep the caller's outputs (and their graph) alive
+        self._last = (rec, holder[0], weakref.ref(x_out), weakref.ref(v_out), x_out._version, v_out._version)
         return x_out, v_out
 
     @torch.no_grad()
@@ -268,7 +279,7 @@ class MomentumNet(torch.nn.Module):
                 "exact inversion needs backprop='reversible' (the other modes keep no bit stack)"
             )
         last = self._last
-        if last is None or last[2] is not x or last[3] is not v:
+        if last is None or last[2]() is not x or last[3]() is not v:
             raise ValueError(
                 "inverse(x, v) takes the tensors returned by this module's last forward "
                 "(net(x0, return_velocity=True)); other states carry no record of the bits lost to gamma"
@@ -279,9 +290,12 @@ class MomentumNet(torch.nn.Module):
         if record.layer:
             record = record.clone()
             guard = RangeGuard()
+
+            def evaluate(i, x):
+                with rec.mode.applied():
+                    return call_block(rec.blocks[i], i, x, rec.args, rec.kwargs).detach()
+
             while record.layer:
-                undo_layer(
-                    rec, record, lambda i, x: call_block(rec.blocks[i], i, x, rec.args, rec.kwargs), guard
-                )
+                undo_layer(rec, record, evaluate, guard)
             guard.raise_if_violated("MomentumNet.inverse")
         return reversed_input(rec, record)

@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from mode.exact import BitStack, RangeGuard, dequantize, quantize
-from mode.nn.layer_state import LayerState, capture, replayed
+from mode.nn.layer_state import CallMode, LayerState, capture, replayed
 
 
 class ReconstructionError(RuntimeError):
@@ -57,6 +57,7 @@ class Recursion:
     args: tuple
     kwargs: dict
     params: list[torch.nn.Parameter]
+    mode: CallMode
 
     @property
     def gamma(self) -> float:
@@ -128,8 +129,8 @@ def exact_forward(rec: Recursion, x0: torch.Tensor, v0: torch.Tensor) -> ExactRe
     checksum = _checksum(X, V)
     stack, states = BitStack(V), []
     for i, block in enumerate(rec.blocks):
-        with capture(block, x0.device) as recorder:
-            fx = call_block(block, i, dequantize(X, q, x0.dtype), rec.args, rec.kwargs)
+        with capture(block, x0.device) as recorder, rec.mode.applied():
+            fx = call_block(block, i, dequantize(X, q, x0.dtype), rec.args, rec.kwargs).detach()
         states.append(recorder.state)
         V = stack.multiply(V, rec.n, rec.k) + _force(rec, fx, guard)
         guard.check_int(V)
@@ -207,7 +208,7 @@ class ReversibleMomentum(torch.autograd.Function):
         guard = RangeGuard()
 
         def with_graph(i, x):
-            with torch.enable_grad():
+            with rec.mode.applied(grad_enabled=True):
                 return call_block(rec.blocks[i], i, x.requires_grad_(True), args, kwargs)
 
         for i in reversed(range(len(rec.blocks))):

@@ -1,0 +1,184 @@
+r"""Drop-in conversion of PyTorch models to momentum form, and back.
+
+A residual block computes :math:`x \mapsto x + f(x)`. A run of shape-preserving blocks
+:math:`x_{i+1} = x_i + f_i(x_i)` is the :math:`\gamma = 0` member of the momentum family, so the
+conversion runs the same blocks, with the same parameters, as
+
+.. math:: v_{i+1} = \gamma v_i + (1 - \gamma) f_i(x_i), \qquad x_{i+1} = x_i + v_{i+1},
+          \qquad f_i(x) = \mathrm{block}_i(x) - x .
+
+The converted container keeps the original's children under the original names, so the converted model
+has the original's ``state_dict`` keys: ``load_state_dict`` works in both directions, and
+:func:`from_momentum` only has to give the containers their plain classes back.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+
+import torch
+
+from mode.nn.momentum_net import MomentumNet
+
+
+class Residual(torch.nn.Module):
+    """:math:`f(x, \\ldots) = \\mathrm{block}(x, \\ldots) - x`, refusing a block that changes the shape."""
+
+    def __init__(self, block: torch.nn.Module, name: str):
+        super().__init__()
+        self.block, self.name = block, name
+
+    def forward(self, x, *args, **kwargs):
+        out = self.block(x, *args, **kwargs)
+        if out.shape != x.shape:
+            raise ValueError(
+                f"{self.name} maps shape {tuple(x.shape)} to {tuple(out.shape)}: only shape-preserving "
+                "blocks can run as momentum steps"
+            )
+        return out - x
+
+
+def _momentum_net(blocks, path: str, names, net_kwargs) -> list[MomentumNet]:
+    # Held in a list so that nn.Module does not register it: the blocks stay registered once, under
+    # their original names, and the state_dict keeps the original keys.
+    return [
+        MomentumNet([Residual(b, f"{path}.{n}") for b, n in zip(blocks, names, strict=True)], **net_kwargs)
+    ]
+
+
+class MomentumSequential(torch.nn.Sequential):
+    """An ``nn.Sequential`` whose blocks from index ``start`` on run as one :class:`MomentumNet`."""
+
+    def __init__(self, container: torch.nn.Sequential, start: int, path: str, net_kwargs: dict):
+        super().__init__(OrderedDict(container._modules))
+        self.start = start
+        names = list(self._modules)[start:]
+        self._momentum = _momentum_net(list(self)[start:], path, names, net_kwargs)
+
+    @property
+    def momentum(self) -> MomentumNet:
+        return self._momentum[0]
+
+    def forward(self, x):
+        for block in list(self)[: self.start]:
+            x = block(x)
+        return self.momentum(x)
+
+
+class MomentumModuleList(torch.nn.ModuleList):
+    """An ``nn.ModuleList`` that iterates as a single :class:`MomentumNet` over its layers.
+
+    Parents that loop ``for layer in self.layers: x = layer(x, ...)`` (``nn.TransformerEncoder``,
+    ``nn.TransformerDecoder``) thus run every layer as a momentum step, with their masks passed on.
+    """
+
+    def __init__(self, container: torch.nn.ModuleList, path: str, net_kwargs: dict):
+        super().__init__(container)
+        self._momentum = _momentum_net(list(container), path, list(self._modules), net_kwargs)
+
+    @property
+    def momentum(self) -> MomentumNet:
+        return self._momentum[0]
+
+    def __iter__(self):
+        return iter(self._momentum)
+
+
+def _resnet_stage_start(stage: torch.nn.Sequential) -> int | None:
+    """Index after the last shape-changing block of a torchvision ResNet stage (None: not such a stage)."""
+    if not len(stage) or not all(hasattr(block, "downsample") for block in stage):
+        return None
+    changing = [i for i, block in enumerate(stage) if block.downsample is not None]
+    start = changing[-1] + 1 if changing else 0
+    return start if start < len(stage) else None
+
+
+def _default_targets(model: torch.nn.Module) -> dict[str, int]:
+    targets = {}
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        if isinstance(module, (torch.nn.TransformerEncoder, torch.nn.TransformerDecoder)):
+            targets[prefix + "layers"] = 0
+        elif isinstance(module, torch.nn.Sequential) and (start := _resnet_stage_start(module)) is not None:
+            targets[name] = start
+    return targets
+
+
+def to_momentum(model: torch.nn.Module, gamma=0.9, backprop="reversible", layers=None, **net_kwargs):
+    r"""A copy of ``model`` whose stacks of shape-preserving residual blocks run as :class:`MomentumNet`.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Recognised without ``layers``: torchvision ResNets and the models sharing their structure
+        (wide_resnet, resnext), where in each stage the shape-changing first block stays as it is and the
+        rest become one MomentumNet; ``nn.TransformerEncoder`` / ``nn.TransformerDecoder``, where every
+        layer becomes a momentum step and the masks passed as keyword arguments reach every layer.
+    gamma : float
+        Momentum in :math:`[0, 1)`; ``gamma=0`` with ``backprop="autograd"`` reproduces the original.
+    backprop : {"reversible", "autograd", "checkpoint"}
+        See :class:`MomentumNet`.
+    layers : sequence of str, optional
+        Dotted paths of the ``nn.Sequential`` / ``nn.ModuleList`` containers to convert, every block of
+        each; a block that changes the shape raises ``ValueError`` naming it at the first forward.
+    **net_kwargs
+        Further :class:`MomentumNet` arguments (``frac_bits``, ``gamma_bits``, ``segments``, ...).
+
+    Returns
+    -------
+    nn.Module
+        The converted copy; it shares no tensors with ``model`` and has its ``state_dict`` keys.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if layers is None:
+        targets = _default_targets(model)
+        if not targets:
+            raise ValueError(
+                "found no torchvision ResNet stage or nn.Transformer stack in the model: name the "
+                "nn.Sequential / nn.ModuleList containers to convert with layers=['path.to.blocks', ...]"
+            )
+    else:
+        if isinstance(layers, str) or not all(isinstance(p, str) for p in layers):
+            raise TypeError("layers must be a sequence of dotted module paths (str)")
+        targets = dict.fromkeys(layers, 0)
+    model = copy.deepcopy(model)
+    net_kwargs = dict(net_kwargs, gamma=gamma, backprop=backprop)
+    for path, start in targets.items():
+        try:
+            container = model.get_submodule(path)
+        except AttributeError:
+            raise ValueError(f"layers names {path!r}, which is not a submodule of the model") from None
+        if isinstance(container, torch.nn.Sequential):
+            converted = MomentumSequential(container, start, path, net_kwargs)
+        elif isinstance(container, torch.nn.ModuleList):
+            converted = MomentumModuleList(container, path, net_kwargs)
+        else:
+            raise TypeError(
+                f"{path!r} is a {type(container).__name__}; only nn.Sequential and nn.ModuleList "
+                "stacks can be converted"
+            )
+        model.set_submodule(path, converted)
+        parent = model.get_submodule(path.rpartition(".")[0])
+        if isinstance(parent, torch.nn.TransformerEncoder):
+            # the nested-tensor fast path would hand the layers nested tensors; run them on plain tensors
+            parent.momentum_saved_use_nested_tensor = parent.use_nested_tensor
+            parent.use_nested_tensor = False
+    return model
+
+
+def from_momentum(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of a :func:`to_momentum` model with its plain containers back (the original model)."""
+    model = copy.deepcopy(model)
+    for path, module in list(model.named_modules()):
+        if isinstance(module, MomentumSequential):
+            model.set_submodule(path, torch.nn.Sequential(OrderedDict(module._modules)))
+        elif isinstance(module, MomentumModuleList):
+            model.set_submodule(path, torch.nn.ModuleList(module._modules.values()))
+        elif isinstance(module, torch.nn.TransformerEncoder) and hasattr(
+            module, "momentum_saved_use_nested_tensor"
+        ):
+            module.use_nested_tensor = module.momentum_saved_use_nested_tensor
+            del module.momentum_saved_use_nested_tensor
+    return model
