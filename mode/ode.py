@@ -13,7 +13,8 @@ Discrete parameters: depth :math:`L`, horizon :math:`T`, step :math:`h = T / L` 
 form is :math:`h = 1`, :math:`\varepsilon = 1 / (1 - \gamma)`.
 
 Vector fields are torch callables (functions or ``nn.Module``) on batched tensors of any shape, called as
-``f(x, t)`` when they take a time argument and ``f(x)`` otherwise (see :func:`as_vector_field`).
+``f(x, t)`` when they have two required positional parameters and ``f(x)`` otherwise
+(see :func:`as_vector_field`).
 """
 
 from __future__ import annotations
@@ -114,14 +115,16 @@ def _takes_time(f) -> bool:
         params = inspect.signature(target).parameters.values()
     except (TypeError, ValueError):  # builtins such as torch.tanh: autonomous, one argument
         return False
-    positional = [
-        p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    # Only required parameters count: a defaulted second one (``lambda x, a=a: a * x``) is not time, and
+    # ``*args`` wrappers are called with ``x`` alone.
+    required = [
+        p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
     ]
-    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in positional)
+    return len(required) >= 2
 
 
 def as_vector_field(f) -> VectorField:
-    """Return ``F(x, t)``: ``f(x, t)`` if ``f`` accepts a second positional argument, else ``f(x)``.
+    """Return ``F(x, t)``: ``f(x, t)`` if ``f`` has two required positional parameters, else ``f(x)``.
 
     Idempotent. Raises ``TypeError`` when ``f`` is not callable.
     """

@@ -75,6 +75,9 @@ def test_vector_field_calling_convention():
 
     assert torch.equal(as_vector_field(Timed())(x, t), 2 * x)
     assert torch.equal(as_vector_field(torch.nn.Identity())(x, t), x)
+    a = 3.0
+    assert torch.equal(as_vector_field(lambda x, a=a: a * x)(x, t), 3 * x), "a default is not time"
+    assert torch.equal(as_vector_field(lambda *args: args[0] * len(args))(x, t), x), "*args gets x alone"
     field = as_vector_field(torch.tanh)
     assert as_vector_field(field) is field
     with pytest.raises(TypeError, match="f must be a callable"):

@@ -29,8 +29,9 @@ spilled, less than ``r (1 + 2**-m)``; a spill costs less than ``log2(1 + 2**-m)`
     L log2(r) + log2(n) + 1  <=  bits_per_coordinate()  <  64 + w + L log2(r) + (L + C - 1) log2(1 + 2**-m)
 
 The last term is the slack over the information actually destroyed: small when ``m`` is large, but
-with ``m = 0`` (``k`` in {31, 47, 55}) or with ``1 - n/d`` far below ``2**-m`` the worst-case bound
-grows by about ``d`` per multiply while it is small, and that rounding, not ``L log2(r)``, can dominate.
+with small ``m`` (``m < 8`` only for ``k >= 48``, see :func:`chunk_width`) or with ``1 - n/d`` far
+below ``2**-m`` the worst-case bound grows by about ``d`` per multiply while it is small, and that
+rounding, not ``L log2(r)``, can dominate.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def _check_factor(n: int, k: int) -> None:
         raise ValueError(f"n must satisfy 0 < n < 2**k = {1 << k}, got n={n}")
 
 
-def _chunk_width(k: int) -> int:
+def chunk_width(k: int) -> int:
     """Chunk width for ``d = 2**k``: of {32, 16, 8} bits, the widest that leaves at least 8 of the word's
     ``63 - k`` free bits in place after a spill (the slack per multiply is ``log2(1 + 2**-m)`` with ``m``
     the bits left), else the widest that fits at all."""
@@ -172,7 +173,7 @@ class BitStack:
         """
         self._check_v(v)
         _check_factor(n, k)
-        width = _chunk_width(k)
+        width = chunk_width(k)
         d = 1 << k
         bound = self._bound
         spilled = 0
