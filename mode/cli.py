@@ -8,7 +8,7 @@ import sys
 import mode
 
 #: Modules that contribute a subcommand through ``add_parser(subparsers)``; each parser sets ``run``.
-SUBCOMMANDS = ("mode.bench.cli",)
+SUBCOMMANDS = ("mode.theory.cli", "mode.bench.cli", "mode.experiments.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,46 @@
+"""``mode experiment NAME`` and ``mode reproduce``."""
+
+from __future__ import annotations
+
+from mode.experiments.runner import load, reproduce, run_experiment
+
+
+def _experiment(args) -> int:
+    registry = load()
+    if args.list or args.name is None:
+        for exp in registry.values():
+            print(f"{exp.name:24s} {exp.title}")
+        return 0
+    result = run_experiment(args.name, quick=args.quick, seed=args.seed, out=args.out, data=args.data)
+    for key, c in result["criteria"].items():
+        print(f"{key}: {c['value']:.4g} {c['op']} {c['bound']:.4g} -> {'pass' if c['passed'] else 'FAIL'}")
+    print(f"wrote {args.out}/{args.name}/results.json ({result['wall_time_s']:.1f} s)")
+    return 0 if result["passed"] else 1
+
+
+def _reproduce(args) -> int:
+    results, report = reproduce(quick=args.quick, seed=args.seed, out=args.out, data=args.data)
+    print(f"wrote {report}")
+    return 0 if all(r["passed"] for r in results) else 1
+
+
+def _common(parser) -> None:
+    parser.add_argument(
+        "--quick", action="store_true", help="a small setting (about a minute each on 2 CPU cores)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="runs", help="output folder (default: runs)")
+    parser.add_argument(
+        "--data", default=None, help="a local copy of a data set (e.g. CIFAR-10); nothing is downloaded"
+    )
+
+
+def add_parser(subparsers) -> None:
+    exp = subparsers.add_parser("experiment", help="run one experiment (--list to see them)")
+    exp.add_argument("name", nargs="?", help="experiment name")
+    exp.add_argument("--list", action="store_true", help="list the experiments")
+    _common(exp)
+    exp.set_defaults(run=_experiment)
+    rep = subparsers.add_parser("reproduce", help="run every experiment and write report.md")
+    _common(rep)
+    rep.set_defaults(run=_reproduce)

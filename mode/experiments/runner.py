@@ -1,0 +1,92 @@
+"""Run experiments and write ``results.json`` and ``report.md``."""
+
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+
+import torch
+
+from mode.experiments.registry import EXPERIMENTS, Context
+from mode.records import environment, write_json
+
+#: Experiment modules, in report order; each registers itself on import.
+MODULES = ()
+
+
+def load() -> dict:
+    """Import every experiment module and return the registry."""
+    for name in MODULES:
+        importlib.import_module(f"mode.experiments.{name}")
+    return EXPERIMENTS
+
+
+def run_experiment(name: str, *, quick: bool = False, seed: int = 0, out="runs", data=None) -> dict:
+    """Run experiment ``name`` into ``out/name/`` and return what ``results.json`` holds."""
+    registry = load()
+    if name not in registry:
+        raise ValueError(f"unknown experiment {name!r}; known: {', '.join(registry)}")
+    exp = registry[name]
+    folder = Path(out) / name
+    context = Context(quick=quick, seed=seed, out=folder, data=None if data is None else Path(data))
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    result = exp.run(context)
+    payload = {
+        "experiment": name,
+        "title": exp.title,
+        "quick": quick,
+        "seed": seed,
+        "settings": result.get("settings", {}),
+        "metrics": result.get("metrics", {}),
+        "criteria": result.get("criteria", {}),
+        "figures": context.figures,
+        "wall_time_s": time.perf_counter() - start,
+        "environment": environment(),
+    }
+    payload["passed"] = all(c["passed"] for c in payload["criteria"].values())
+    write_json(folder / "results.json", payload)
+    return payload
+
+
+def _format(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def write_report(results: list[dict], out: Path) -> Path:
+    """``report.md``: a results table, then every experiment's criteria, metrics and figures."""
+    lines = ["# momentum-ode: experiment report", ""]
+    lines += ["| experiment | quick | wall time (s) | criteria |", "| --- | --- | --- | --- |"]
+    for r in results:
+        verdict = "pass" if r["passed"] else "**FAIL**"
+        lines.append(
+            f"| [{r['experiment']}](#{r['experiment']}) | {r['quick']} | {r['wall_time_s']:.1f} | {verdict} |"
+        )
+    for r in results:
+        lines += ["", f"## {r['experiment']}", "", r["title"], ""]
+        if r["criteria"]:
+            lines += ["| criterion | value | bound | passed |", "| --- | --- | --- | --- |"]
+            for key, c in r["criteria"].items():
+                lines.append(
+                    f"| {key} | {_format(c['value'])} | {c['op']} {_format(c['bound'])} | {c['passed']} |"
+                )
+            lines.append("")
+        for key, value in r["metrics"].items():
+            if isinstance(value, (int, float, str, bool)):
+                lines.append(f"- {key}: {_format(value)}")
+        lines += [f"\n![{fig}]({r['experiment']}/{fig})" for fig in r["figures"]]
+    env = results[0]["environment"] if results else environment()
+    lines += ["", "## Environment", "", "```", *[f"{k}: {v}" for k, v in env.items()], "```", ""]
+    path = Path(out) / "report.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines))
+    tmp.replace(path)
+    return path
+
+
+def reproduce(*, quick: bool = False, seed: int = 0, out="runs", data=None) -> tuple[list[dict], Path]:
+    """Run every experiment and write ``out/report.md``."""
+    results = [run_experiment(name, quick=quick, seed=seed, out=out, data=data) for name in load()]
+    return results, write_report(results, Path(out))
