@@ -341,3 +341,13 @@ def test_exponentials_have_real_logarithms(A):
 def test_every_matrix_is_reachable_up_to_scale(D, fraction):
     s = fraction * min(lm.max_reachable_scale(D, EPS), 1.0)
     assert residual(lm.momentum_logarithm(s * D, EPS), s * D) < 1e-8
+
+
+def test_public_names_of_the_issue():
+    import mode.theory
+
+    assert mode.theory.has_real_logarithm(-np.eye(2)) and not mode.theory.has_real_logarithm(-np.eye(3))
+    D = mode.theory.momentum_flow_matrix(np.array([[0.0, -1.0], [1.0, 0.0]]), 0.5)
+    A = mode.theory.momentum_logarithm(D, 0.5)
+    np.testing.assert_allclose(mode.theory.momentum_flow_matrix(A, 0.5), D, atol=1e-8)
+    assert mode.theory.max_reachable_scale(-np.eye(3), 0.5) < 1
