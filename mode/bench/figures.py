@@ -46,7 +46,15 @@ def _memory(rows: list[dict], subtitle: str) -> Figure:
     ax.plot(depths, stack, ls=":", label="reversible: bit stack", **STYLE["reversible"])
     depths, grads = _series(rows, "reversible", lambda row: row["parameter_bytes"] / MIB)
     ax.plot(depths, grads, ls="--", color="black", label="one copy of the parameter gradients")
-    ax.legend(fontsize=8)
+    depths, rest = _series(
+        rows,
+        "reversible",
+        lambda row: (row["activation_bytes"] - row["stack_bytes"] - row["parameter_bytes"]) / MIB,
+    )
+    ax.plot(
+        depths, rest, ls="--", label="reversible minus bit stack and gradient copy", **STYLE["reversible"]
+    )
+    ax.legend(fontsize=8, loc="upper left")
     return fig
 
 
@@ -67,26 +75,28 @@ def _step_time(rows: list[dict], subtitle: str) -> Figure:
 
 
 def _grad_error(rows: list[dict], subtitle: str) -> Figure:
-    fig, ax = _figure(
-        f"Gradient error against MomentumNet autograd\n{subtitle}",
-        f"relative error (exact 0 drawn at {ERROR_FLOOR:g})",
+    fig = Figure(figsize=(11, 4.6), layout="constrained")
+    fig.suptitle(f"Relative gradient error (exact 0 drawn at {ERROR_FLOOR:g})\n{subtitle}", fontsize=10)
+    panels = (
+        ("grad_error", "against MomentumNet autograd (float32)"),
+        ("grad_error_float64", "against float64"),
     )
-    ax.set_yscale("log")
-    for method in METHODS:
-        if all(row["grad_error"] is None for row in rows if row["method"] == method):
-            continue
-        for part, ls in (("parameters", "-"), ("input", "--")):
-            depths, error = _series(rows, method, lambda row, part=part: row["grad_error"][part])
-            ax.plot(
-                depths,
-                [max(e, ERROR_FLOOR) for e in error],
-                ls=ls,
-                label=f"{method}, {part}",
-                **STYLE[method],
-            )
-    depths, error = _series(rows, "momentumnet", lambda row: row["grad_error_own_rule"]["parameters"])
-    ax.plot(depths, error, ls=":", label="momentumnet, parameters, vs its own rule", **STYLE["momentumnet"])
-    ax.legend(fontsize=7)
+    for index, (key, title) in enumerate(panels):
+        ax = fig.add_subplot(1, 2, index + 1)
+        ax.set(xscale="log", yscale="log", xlabel="depth L", title=title)
+        ax.grid(True, which="both", alpha=0.3)
+        for method in METHODS:
+            if all(row[key] is None for row in rows if row["method"] == method):
+                continue
+            for part, ls in (("parameters", "-"), ("input", "--")):
+                depths, error = _series(rows, method, lambda row, key=key, part=part: row[key][part])
+                label = f"{method}, {part}"
+                ax.plot(depths, [max(e, ERROR_FLOOR) for e in error], ls=ls, label=label, **STYLE[method])
+        if key == "grad_error":
+            depths, error = _series(rows, "momentumnet", lambda row: row["grad_error_own_rule"]["parameters"])
+            label = "momentumnet, parameters, against its own rule"
+            ax.plot(depths, error, ls=":", label=label, **STYLE["momentumnet"])
+        ax.legend(fontsize=7, loc="best")
     return fig
 
 

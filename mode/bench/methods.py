@@ -109,8 +109,8 @@ class MomentumnetRule(torch.nn.Module):
 
     .. math::  v \leftarrow \tilde\gamma v + (1 - \gamma) f_i(x), \qquad x \leftarrow x + v,
 
-    with :math:`\tilde\gamma` from :func:`momentumnet_velocity_factor`: the reference that isolates the
-    error of its reversal from the (small) change of model that the rounding of :math:`\gamma` makes.
+    with :math:`\tilde\gamma` from :func:`momentumnet_velocity_factor`: a reference for that package's
+    forward pass, which the rounding of :math:`\gamma` makes (slightly) another model than ours.
     """
 
     def __init__(self, blocks: list[torch.nn.Module], gamma: float):
@@ -125,9 +125,3 @@ class MomentumnetRule(torch.nn.Module):
             v = self.velocity_factor * v + (1 - self.gamma) * block(x)
             x = x + v
         return x
-
-
-def bit_stack(net: MomentumNet):
-    """The :class:`~mode.exact.BitStack` of the last reversible forward of ``net``."""
-    # MomentumNet keeps (recursion, record, ...) of its last forward; the record owns the stack.
-    return net._last[1].stack

@@ -27,7 +27,6 @@ import torch
 
 from mode.bench.methods import (
     Workload,
-    bit_stack,
     build,
     forward_loss,
     make_blocks,
@@ -119,8 +118,8 @@ def _measure(method: str, depth: int, workload: Workload, seed: int, device: tor
     if method == "reversible":
         # Read after the forward, when the stack is full: the backward empties it again.
         stack = {
-            "stack_bytes": bit_stack(net).nbytes(),
-            "stack_bits_per_coordinate": bit_stack(net).bits_per_coordinate(),
+            "stack_bytes": net.bit_stack.nbytes(),
+            "stack_bits_per_coordinate": net.bit_stack.bits_per_coordinate(),
             "stack_bits_bound": stack_bits_bound(depth, net.n, net.k),
         }
     loss.backward()

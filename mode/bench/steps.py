@@ -11,6 +11,7 @@ by wall-clock time after synchronising the device.
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 
@@ -55,7 +56,7 @@ def _step(net, x: torch.Tensor, params: list[torch.nn.Parameter], clock=time.per
 def relative_error(got: list[torch.Tensor], want: list[torch.Tensor]) -> dict[str, float]:
     """``|got - want| / |want|`` of the input gradient (first) and of all parameter gradients together.
 
-    Norms are taken in float64; a non-finite ``got`` gives ``nan``.
+    Norms are taken in float64; a non-finite ``got`` gives a non-finite error.
     """
 
     def ratio(pairs) -> float:
@@ -67,51 +68,66 @@ def relative_error(got: list[torch.Tensor], want: list[torch.Tensor]) -> dict[st
     return {"input": ratio(pairs[:1]), "parameters": ratio(pairs[1:])}
 
 
-def _gradient_errors(nets: dict, rule: MomentumnetRule, x, params) -> dict[str, dict]:
-    """The untimed first round: every method's gradient error against the reference.
+def _float64_gradients(blocks: list[torch.nn.Module], gamma: float, x: torch.Tensor) -> list[torch.Tensor]:
+    """Gradients of MomentumNet autograd in float64 on copies of ``blocks`` and the same input."""
+    blocks = [copy.deepcopy(block).double() for block in blocks]
+    params = [p for block in blocks for p in block.parameters()]
+    return _step(build(REFERENCE, blocks, gamma), x.double(), params)[1]
 
-    The reference runs first so that each method's gradients are compared and dropped at once.
+
+def _gradient_errors(nets: dict, blocks: list[torch.nn.Module], gamma: float, x, params) -> dict[str, dict]:
+    """The untimed first round: every method's gradient error against the references.
+
+    The references run first so that each method's gradients are compared and dropped at once.
     """
+    exact = _float64_gradients(blocks, gamma, x)
     reference = _step(nets[REFERENCE], x, params)[1]
-    errors = {}
+    errors = {REFERENCE: {"grad_error_float64": relative_error(reference, exact)}}
     for method, net in nets.items():
         if method == REFERENCE:
             continue
         got = _step(net, x, params)[1]
         if method == "resnet":
             continue  # a different model (gamma = 0): this step only warms it up
-        errors[method] = {"grad_error": relative_error(got, reference)}
+        errors[method] = {
+            "grad_error": relative_error(got, reference),
+            "grad_error_float64": relative_error(got, exact),
+        }
         if method == "momentumnet":
-            errors[method]["grad_error_own_rule"] = relative_error(got, _step(rule, x, params)[1])
+            own_rule = _step(MomentumnetRule(blocks, gamma), x, params)[1]
+            errors[method]["grad_error_own_rule"] = relative_error(got, own_rule)
     return errors
 
 
 def measure_depth(depth: int, workload: Workload, seed: int, device: str) -> dict[str, dict]:
-    """Time and compare every method at ``depth`` (see :func:`_measure_depth`) on
-    ``workload.threads`` threads."""
-    with torch_threads(workload.threads):
-        return _measure_depth(depth, workload, seed, device)
-
-
-def _measure_depth(depth: int, workload: Workload, seed: int, device: str) -> dict[str, dict]:
-    """Time ``workload.repeats`` training steps of every method and compare their gradients.
+    """Time ``workload.repeats`` training steps of every method and compare their gradients, on
+    ``workload.threads`` torch threads.
 
     Returns
     -------
     dict
         Per method: ``step_s`` (median), ``step_s_all`` (every timed step), ``grad_error`` (relative
         error of the input and parameter gradients against MomentumNet autograd; ``None`` for the
-        reference itself and for the ResNet, a different model) and, for ``momentumnet``,
+        reference itself and for the ResNet, a different model), ``grad_error_float64`` (the same
+        against MomentumNet autograd in float64, which shows how much of ``grad_error`` float32
+        autograd itself carries; ``None`` for the ResNet) and, for ``momentumnet``,
         ``grad_error_own_rule`` against autograd through its own update rule
         (:class:`~mode.bench.methods.MomentumnetRule`).
     """
-    device = torch.device(device)
+    with torch_threads(workload.threads):
+        return _measure_depth(depth, workload, seed, torch.device(device))
+
+
+def _measure_depth(depth: int, workload: Workload, seed: int, device: torch.device) -> dict[str, dict]:
     blocks = make_blocks(depth, workload, seed, device)
     params = [p for block in blocks for p in block.parameters()]
     x = make_input(workload, seed, device)
     nets = {method: build(method, blocks, workload.gamma) for method in METHODS}
-    errors = _gradient_errors(nets, MomentumnetRule(blocks, workload.gamma), x, params)
-    rows = {method: {"grad_error": None, **errors.get(method, {}), "step_s_all": []} for method in METHODS}
+    errors = _gradient_errors(nets, blocks, workload.gamma, x, params)
+    rows = {
+        method: {"grad_error": None, "grad_error_float64": None, **errors.get(method, {}), "step_s_all": []}
+        for method in METHODS
+    }
     clock = getattr(time, clock_name(device.type, workload.threads))
     order = list(METHODS)
     for round_ in range(workload.repeats):

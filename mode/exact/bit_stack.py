@@ -181,13 +181,15 @@ class BitStack:
             self._spill(width)
             spilled += 1
         self._history.append(_Record(n=n, k=k, width=width, spilled=spilled, bound=bound))
-        digit = torch.remainder(self._word, n)
+        # One integer division (the costliest elementwise op here); the remainder follows from it.
+        # Products with the constants go through add(..., alpha=c): one kernel instead of two.
         word = torch.div(self._word, n, rounding_mode="floor")
+        digit = torch.add(self._word, word, alpha=-n)
         # v*n + s = (v >> k)*n*d + (low*n + s) with low = v mod d, so only low*n + s needs wide arithmetic.
         carry, pushed = mul_add_split(v & (d - 1), n, digit, k)
-        self._word = (word << k) | pushed
+        self._word = torch.add(pushed, word, alpha=d)  # word*d | pushed, as pushed < d
         self._bound = (self._bound // n + 1) * d - 1
-        return (v >> k) * n + carry
+        return torch.add(carry, v >> k, alpha=n)
 
     def divide(self, v: Tensor, n: int, k: int) -> Tensor:
         """Undo the most recent :meth:`multiply`, which must have used the same ``n`` and ``k``.
@@ -228,9 +230,9 @@ class BitStack:
         d = 1 << k
         high = torch.div(v, n, rounding_mode="floor")
         # v*d + b = high*n*d + (low*d + b) with low = v mod n, so only low*d + b needs wide arithmetic.
-        quotient, digit = divmod_shifted(torch.remainder(v, n), self._word & (d - 1), n, k)
-        self._word = (self._word >> k) * n + digit
+        quotient, digit = divmod_shifted(torch.add(v, high, alpha=-n), self._word & (d - 1), n, k)
+        self._word = torch.add(digit, self._word >> k, alpha=n)
         for _ in range(record.spilled):
             self._absorb(record.width)
         self._bound = record.bound
-        return high * d + quotient
+        return torch.add(quotient, high, alpha=d)

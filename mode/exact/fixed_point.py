@@ -1,7 +1,8 @@
 """Fixed-point encoding of activations and the exact rational form of ``gamma``.
 
 A real ``y`` is stored as the int64 ``n = round(y * 2**frac_bits)``; stored integers are kept within
-``|n| < 2**LIMIT_BITS`` so that the sum of two of them cannot leave int64.
+``-2**LIMIT_BITS <= n < 2**LIMIT_BITS`` (signed integers of ``LIMIT_BITS + 1`` bits), so that the sum of
+two of them cannot leave int64.
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ import torch
 from torch import Tensor
 
 LIMIT_BITS = 61
-"""Stored fixed-point integers satisfy ``|n| < 2**LIMIT_BITS``."""
-
-_OUT_OF_RANGE, _NON_FINITE = 0, 1
+"""Stored fixed-point integers satisfy ``-2**LIMIT_BITS <= n < 2**LIMIT_BITS``."""
 
 
 class FixedPointRangeError(ValueError):
@@ -52,7 +51,7 @@ def quantize(y: Tensor, frac_bits: int) -> Tensor:
 
 
 def dequantize(n: Tensor, frac_bits: int, dtype: torch.dtype) -> Tensor:
-    """Decode fixed-point integers: ``y = n * 2**-frac_bits`` cast to ``dtype``.
+    """Decode fixed-point integers: ``y = [n] * 2**-frac_bits`` with ``[n]`` the nearest ``dtype`` value.
 
     Parameters
     ----------
@@ -66,29 +65,29 @@ def dequantize(n: Tensor, frac_bits: int, dtype: torch.dtype) -> Tensor:
     Returns
     -------
     Tensor
-        ``n * 2**-frac_bits`` computed in float64, then cast to ``dtype``.
+        ``n`` cast to ``dtype`` (one rounding), then scaled by ``2**-frac_bits`` (exact for float32 and
+        float64 at any ``frac_bits <= 60``).
     """
     _check_frac_bits(frac_bits)
-    return (n.to(torch.float64) * 2.0**-frac_bits).to(dtype)
+    # A cast straight to dtype rounds once; through float64 it would round twice for |n| > 2**53.
+    return n.to(dtype).mul_(2.0**-frac_bits)
 
 
 class RangeGuard:
     """Collects fixed-point range violations on the device and reports them in one host sync.
 
-    Each check ORs into a boolean flag tensor on the checked tensor's device, so a forward or backward
-    pass can check every layer without stalling on ``.item()``; :meth:`raise_if_violated` reads the
-    flags once. Violations are ``|n| >= 2**LIMIT_BITS`` for integers and, for floats about to be
-    quantized, ``|y| * 2**frac_bits >= 2**LIMIT_BITS`` or a non-finite ``y``.
+    A check costs two elementwise operations and no reduction, so a forward or backward pass can check
+    every layer without stalling on ``.item()``. Integer checks OR ``n + 2**LIMIT_BITS`` into an
+    accumulator: for ``-2**LIMIT_BITS <= n < 2**LIMIT_BITS`` that lies in ``[0, 2**(LIMIT_BITS + 1))``,
+    and any value outside, wrapped or not, sets bit ``LIMIT_BITS + 1`` or the sign bit, which OR keeps.
+    Float checks keep the running maximum of ``|y|`` (``torch.maximum`` propagates NaN).
+    :meth:`raise_if_violated` reduces the accumulators once. Accumulators are kept per device, shape
+    (and ``frac_bits``).
     """
 
     def __init__(self) -> None:
-        self._flags: dict[torch.device, Tensor] = {}
-        self._frac_bits: set[int] = set()
-
-    def _flags_on(self, device: torch.device) -> Tensor:
-        if device not in self._flags:
-            self._flags[device] = torch.zeros(2, dtype=torch.bool, device=device)
-        return self._flags[device]
+        self._ints: dict[tuple, Tensor] = {}
+        self._floats: dict[tuple, Tensor] = {}
 
     def check_float(self, y: Tensor, frac_bits: int) -> None:
         """Flag values of ``y`` that :func:`quantize` with ``frac_bits`` cannot encode.
@@ -97,18 +96,21 @@ class RangeGuard:
         ``|y| * 2**frac_bits >= 2**LIMIT_BITS``.
         """
         _check_frac_bits(frac_bits)
-        self._frac_bits.add(frac_bits)
-        flags = self._flags_on(y.device)
-        y = y.detach()
-        # Both sides are exact in float64 (the bound is a power of two), so the test has no rounding slack.
-        flags[_OUT_OF_RANGE].logical_or_((y.to(torch.float64).abs() >= 2.0 ** (LIMIT_BITS - frac_bits)).any())
-        flags[_NON_FINITE].logical_or_((~torch.isfinite(y)).any())
+        size = y.detach().abs()
+        key = (y.device, y.shape, frac_bits)
+        if key in self._floats:
+            torch.maximum(self._floats[key], size, out=self._floats[key])
+        else:
+            self._floats[key] = size.to(torch.float64)
 
     def check_int(self, n: Tensor) -> None:
-        """Flag stored integers with ``|n| >= 2**LIMIT_BITS``."""
-        limit = 1 << LIMIT_BITS
-        # Two comparisons rather than abs(): abs(-2**63) wraps to a negative int64 and would pass.
-        self._flags_on(n.device)[_OUT_OF_RANGE].logical_or_(((n >= limit) | (n <= -limit)).any())
+        """Flag stored integers outside ``-2**LIMIT_BITS <= n < 2**LIMIT_BITS``."""
+        shifted = n + (1 << LIMIT_BITS)
+        key = (n.device, n.shape)
+        if key in self._ints:
+            self._ints[key].bitwise_or_(shifted)
+        else:
+            self._ints[key] = shifted
 
     def raise_if_violated(self, where: str) -> None:
         """Raise :class:`FixedPointRangeError` if any check since construction failed.
@@ -118,20 +120,23 @@ class RangeGuard:
         where : str
             Names the computation in the error message.
         """
-        seen = [flags.tolist() for flags in self._flags.values()]
-        out_of_range = any(s[_OUT_OF_RANGE] for s in seen)
-        non_finite = any(s[_NON_FINITE] for s in seen)
+        out_of_range = any(bool((acc >> (LIMIT_BITS + 1)).any()) for acc in self._ints.values())
+        non_finite = False
+        for (_, _, frac_bits), size in self._floats.items():
+            # Both sides are exact in float64 (the bound is a power of two); NaN fails the comparison.
+            out_of_range |= not bool((size < 2.0 ** (LIMIT_BITS - frac_bits)).all())
+            non_finite |= not bool(torch.isfinite(size).all())
         if not (out_of_range or non_finite):
             return
+        frac_bits = sorted({key[2] for key in self._floats})
         ranges = ", ".join(
-            f"±2**{LIMIT_BITS - f} = ±{2.0 ** (LIMIT_BITS - f):.6g} for frac_bits={f}"
-            for f in sorted(self._frac_bits)
+            f"±2**{LIMIT_BITS - f} = ±{2.0 ** (LIMIT_BITS - f):.6g} for frac_bits={f}" for f in frac_bits
         )
         if not ranges:
             ranges = f"±2**(LIMIT_BITS - frac_bits) with LIMIT_BITS={LIMIT_BITS}"
         raise FixedPointRangeError(
             f"{where}: value outside the fixed-point range; stored integers must satisfy "
-            f"|n| < 2**{LIMIT_BITS}, i.e. real values within {ranges}. "
+            f"-2**{LIMIT_BITS} <= n < 2**{LIMIT_BITS}, i.e. real values within {ranges}. "
             f"Non-finite values (NaN/inf) were {'seen' if non_finite else 'not seen'}. "
             "Use fewer fractional bits (a smaller frac_bits gives a coarser grid with a wider range) "
             "or normalise the activations."

@@ -33,7 +33,7 @@ def mul_add_split(r: Tensor, n: int, s: Tensor, k: int) -> tuple[Tensor, Tensor]
     """
     if 2 * k <= WORD_BITS - 1:
         # t < 2**(2k) <= 2**62 fits directly.
-        t = r * n + s
+        t = torch.add(s, r, alpha=n)
         return t >> k, t & ((1 << k) - 1)
     # Half-width limbs: with h <= 28 every partial product stays below 2**56.
     h = (k + 1) // 2
@@ -72,14 +72,14 @@ def divmod_shifted(e: Tensor, b: Tensor, n: int, k: int) -> tuple[Tensor, Tensor
     digit = WORD_BITS - k
     top = max(k - digit, 0)
     # Leading digit: b >> top already has at most k - top bits.
-    remainder = (e << (k - top)) | (b >> top)
+    remainder = torch.add(b >> top if top else b, e, alpha=1 << (k - top))  # e * 2**(k-top) | b >> top
     quotient = torch.div(remainder, n, rounding_mode="floor")
-    remainder = remainder - quotient * n
+    remainder = torch.add(remainder, quotient, alpha=-n)
     while top > 0:
         width = min(digit, top)
         top -= width
         remainder = (remainder << width) | ((b >> top) & ((1 << width) - 1))
         step = torch.div(remainder, n, rounding_mode="floor")
-        remainder = remainder - step * n
+        remainder = torch.add(remainder, step, alpha=-n)
         quotient = (quotient << width) | step
     return quotient, remainder

@@ -62,9 +62,16 @@ class CallMode:
         """Evaluate under the recorded mode (``grad_enabled`` overrides the grad mode, for a replay)."""
         with contextlib.ExitStack() as stack:
             grad = self.grad_enabled if grad_enabled is None else grad_enabled
-            stack.enter_context(torch.set_grad_enabled(grad))
+            if grad != torch.is_grad_enabled():
+                stack.enter_context(torch.set_grad_enabled(grad))
+            # Entering an autocast context costs more than a small block's integer arithmetic: only
+            # the settings that differ from the current ones are entered.
             for device_type, enabled, dtype in self.autocast:
-                stack.enter_context(torch.autocast(device_type, dtype=dtype, enabled=enabled))
+                if (enabled, dtype) != (
+                    torch.is_autocast_enabled(device_type),
+                    torch.get_autocast_dtype(device_type),
+                ):
+                    stack.enter_context(torch.autocast(device_type, dtype=dtype, enabled=enabled))
             yield
 
 
@@ -99,7 +106,8 @@ class Recorder:
         rng = None if _same(self._rng, _rng_states(self.device)) else self._rng
         after = [m._buffers[name].detach() for m, name in _buffer_slots(self.block)]
         buffers = None if _same(self._buffers, after) else self._buffers
-        self.state = LayerState(rng, buffers)
+        # None when the call changed nothing: a deterministic, stateless block costs no memory per layer.
+        self.state = None if rng is None and buffers is None else LayerState(rng, buffers)
 
 
 def capture(block, device: torch.device) -> Recorder:

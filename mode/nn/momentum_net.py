@@ -10,14 +10,7 @@ from torch.utils.checkpoint import checkpoint
 
 from mode.exact import RangeGuard, dyadic_gamma, rational_gamma
 from mode.nn.layer_state import CallMode, capture, replayed
-from mode.nn.reversible import (
-    Recursion,
-    ReversibleMomentum,
-    call_block,
-    reversed_input,
-    tensor_arguments,
-    undo_layer,
-)
+from mode.nn.reversible import Recursion, ReversiblePass, call_block, reversed_input, undo_layer
 from mode.ode import check_gamma, check_positive, check_steps, gamma_from_eps
 
 BACKPROP_MODES = ("autograd", "reversible", "checkpoint")
@@ -157,6 +150,7 @@ class MomentumNet(torch.nn.Module):
         else:
             self.v0 = v0
         self._last = None
+        self._last_versions = None
 
     @property
     def depth(self) -> int:
@@ -225,9 +219,11 @@ class MomentumNet(torch.nn.Module):
         """The function checkpoint calls twice; the second call replays the first's RNG and buffers."""
         blocks = self.blocks[start:stop]
         recorder = capture(blocks, device)
+        calls = []
 
         def run(x, v, *args, **kwargs):
-            if recorder.state is None:
+            calls.append(None)
+            if len(calls) == 1:
                 with recorder:
                     return self._steps(start, stop, x, v, args, kwargs)
             with replayed(blocks, recorder.state, device):
@@ -242,7 +238,6 @@ class MomentumNet(torch.nn.Module):
                 "(blocks may still compute in lower precision)"
             )
         frac_bits = DEFAULT_FRAC_BITS[x.dtype] if self.frac_bits is None else self.frac_bits
-        params = [p for p in dict.fromkeys(self.blocks.parameters()) if p.requires_grad]
         return Recursion(
             blocks=list(self.blocks),
             n=self.n,
@@ -251,19 +246,28 @@ class MomentumNet(torch.nn.Module):
             frac_bits=frac_bits,
             args=args,
             kwargs=kwargs,
-            params=params,
+            block_params=[
+                [p for p in dict.fromkeys(block.parameters()) if p.requires_grad] for block in self.blocks
+            ],
             mode=CallMode.current(x.device),
         )
 
     def _reversible(self, x, v, args, kwargs):
-        rec = self._recursion(x, args, kwargs)
-        holder = []
-        x_out, v_out = ReversibleMomentum.apply(
-            rec, holder, x, v, *rec.params, *tensor_arguments(args, kwargs)
-        )
-        # weak references: the module must not keep the caller's outputs (and their graph) alive
-        self._last = (rec, holder[0], weakref.ref(x_out), weakref.ref(v_out), x_out._version, v_out._version)
+        run = ReversiblePass(self._recursion(x, args, kwargs))
+        x_out, v_out = run.run(x, v)
+        # The record lives as long as x_L (needed by inverse) or the graph (needed by backward), and no
+        # longer: the module keeps weak references only, so it holds no memory between training steps.
+        x_out._momentum_pass = run
+        self._last = (weakref.ref(run), weakref.ref(x_out), weakref.ref(v_out))
+        self._last_versions = (x_out._version, v_out._version)
         return x_out, v_out
+
+    @property
+    def bit_stack(self):
+        """The :class:`~mode.exact.BitStack` of the last reversible forward while its output is alive, else
+        ``None``; full after the forward, emptied again by the backward pass."""
+        run = self._last[0]() if self._last is not None else None
+        return None if run is None else run.record.stack
 
     @torch.no_grad()
     def inverse(self, x, v):
@@ -279,13 +283,13 @@ class MomentumNet(torch.nn.Module):
                 "exact inversion needs backprop='reversible' (the other modes keep no bit stack)"
             )
         last = self._last
-        if last is None or last[2]() is not x or last[3]() is not v:
+        if last is None or last[1]() is not x or last[2]() is not v:
             raise ValueError(
                 "inverse(x, v) takes the tensors returned by this module's last forward "
                 "(net(x0, return_velocity=True)); other states carry no record of the bits lost to gamma"
             )
-        rec, record, _, _, x_version, v_version = last
-        if x._version != x_version or v._version != v_version:
+        rec, record = last[0]().rec, last[0]().record
+        if (x._version, v._version) != self._last_versions:
             raise ValueError("x or v was modified in place after the forward: it cannot be inverted exactly")
         if record.layer:
             record = record.clone()

@@ -29,6 +29,14 @@ product of the adjoint recursion (:math:`\bar x, \bar v` the gradients of the lo
 Only the final integer state, the bit stack (about :math:`L \log_2(1/\gamma)` bits per coordinate) and the
 few generator states and buffers that blocks actually changed are kept, so activation memory does not
 grow with depth.
+
+The autograd graph is a chain of one node per layer that saves no tensor: :class:`_Start` runs the
+integer forward, one :class:`_Layer` per block takes that block's parameters, and :class:`_Finish`
+returns :math:`(x_L, v_L)`. The nodes pass an empty token along the chain, which fixes the order in which
+the engine runs them (layer :math:`L` first); :math:`\bar x, \bar v` travel beside the chain in the
+shared :class:`ReversiblePass`. Each layer hands its parameter gradients to the engine as soon as it is
+done, as autograd does: they go straight into ``.grad`` (and to ``DistributedDataParallel``'s hooks),
+and a block shared by several layers is accumulated by the engine like any reused parameter.
 """
 
 from __future__ import annotations
@@ -56,7 +64,7 @@ class Recursion:
     frac_bits: int
     args: tuple
     kwargs: dict
-    params: list[torch.nn.Parameter]
+    block_params: list[list[torch.nn.Parameter]]  # per block, those that require grad
     mode: CallMode
 
     @property
@@ -91,18 +99,26 @@ def _checksum(x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return x.sum(), (v * 3 + x).sum()
 
 
-def _drift(v: torch.Tensor, step: float) -> torch.Tensor:
+def _drift(rec: Recursion, v: torch.Tensor, guard: RangeGuard) -> torch.Tensor:
     """:math:`[h V]`, a fixed function of :math:`V`, so forward and backward subtract the same integer."""
-    if step == 1.0:
+    if rec.step == 1.0:
         return v
-    return torch.round(v.to(torch.float64) * step).to(torch.int64)
+    drift = v.to(torch.float64) * rec.step
+    if rec.step > 1.0:  # |V| < 2**61 no longer bounds h V: check before the cast
+        guard.check_float(drift, 0)
+    return drift.round_().to(torch.int64)
 
 
 def _force(rec: Recursion, fx: torch.Tensor, guard: RangeGuard) -> torch.Tensor:
-    """:math:`[(1 - \\gamma) f(x) 2^q]`, computed in float64 from the block's output."""
-    inc = fx.detach().to(torch.float64) * rec.one_minus_gamma
-    guard.check_float(inc, rec.frac_bits)
-    return quantize(inc, rec.frac_bits)
+    """:math:`[(1 - \\gamma) f(x) 2^q]`, computed in float64 from the block's output.
+
+    :math:`(1 - \\gamma) 2^q` is one float64 factor: the power of two commutes with the rounding, so
+    this equals ``quantize(f(x) (1 - gamma), q)``.
+    """
+    # A copy even for float64 blocks: fx may be saved by its own graph and must not change in place.
+    inc = fx.detach().to(torch.float64, copy=True).mul_(rec.one_minus_gamma * 2.0**rec.frac_bits)
+    guard.check_float(inc, 0)
+    return inc.round_().to(torch.int64)
 
 
 def call_block(block, i: int, x: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
@@ -130,13 +146,12 @@ def exact_forward(rec: Recursion, x0: torch.Tensor, v0: torch.Tensor) -> ExactRe
     stack, states = BitStack(V), []
     for i, block in enumerate(rec.blocks):
         with capture(block, x0.device) as recorder, rec.mode.applied():
-            fx = call_block(block, i, dequantize(X, q, x0.dtype), rec.args, rec.kwargs).detach()
+            fx = call_block(block, i, dequantize(X, q, x0.dtype), rec.args, rec.kwargs)
         states.append(recorder.state)
+        # |F| <= 2**61 and |gamma V| <= |V| + 1, so neither sum below can wrap before its check.
         V = stack.multiply(V, rec.n, rec.k) + _force(rec, fx, guard)
         guard.check_int(V)
-        step = _drift(V, rec.step)
-        guard.check_int(step)
-        X = X + step
+        X = X + _drift(rec, V, guard)
         guard.check_int(X)
     guard.raise_if_violated(f"the MomentumNet forward pass (depth {len(rec.blocks)})")
     return ExactRecord(X, V, stack, len(rec.blocks), states, residual_x, residual_v, checksum)
@@ -147,9 +162,12 @@ def undo_layer(rec: Recursion, record: ExactRecord, fx_of, guard: RangeGuard):
 
     Returns ``(x_i, f_i(x_i))`` as the float input the block saw and its output (with whatever graph
     ``fx_of`` built), so the caller can take the vector-Jacobian product from this single evaluation.
+    Every value rebuilt here already passed the forward's range checks if the blocks are deterministic;
+    only the force is checked again, since a float-to-int cast of a value out of range is undefined.
+    A non-deterministic block shows up in :func:`check_reconstruction` instead.
     """
     i = record.layer - 1
-    record.x = record.x - _drift(record.v, rec.step)
+    record.x = record.x - _drift(rec, record.v, guard)
     x = dequantize(record.x, rec.frac_bits, record.residual_x.dtype)
     with replayed(rec.blocks[i], record.states[i], x.device):
         fx = fx_of(i, x)
@@ -179,59 +197,126 @@ def reversed_input(rec: Recursion, record: ExactRecord) -> tuple[torch.Tensor, t
     return x, v
 
 
-class ReversibleMomentum(torch.autograd.Function):
-    """``apply(rec, holder, x0, v0, *params, *arg_tensors) -> (x_L, v_L)`` with exact reversal."""
+class ReversiblePass:
+    """One reversible forward and its backward walk: the record, and the adjoints ``bar_x, bar_v``.
 
-    @staticmethod
-    def forward(ctx, rec: Recursion, holder: list, x0, v0, *tensors):
-        record = exact_forward(rec, x0, v0)
-        x_out = dequantize(record.x, rec.frac_bits, x0.dtype)
-        v_out = dequantize(record.v, rec.frac_bits, v0.dtype)
-        holder.append(record)
-        ctx.rec, ctx.record = rec, record
-        ctx.save_for_backward(*tensors[len(rec.params) :])
-        return x_out, v_out
+    The autograd nodes of the pass share it; the graph (through them) and the output ``x_L`` (for
+    :meth:`MomentumNet.inverse`) keep it alive, nothing else.
+    """
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_x, grad_v):
-        rec, record = ctx.rec, ctx.record
-        if record.layer != len(rec.blocks):
-            raise RuntimeError("this MomentumNet forward was already reversed (a second backward?)")
-        arg_tensors = [t.detach().requires_grad_(t.requires_grad) for t in ctx.saved_tensors]
+    def __init__(self, rec: Recursion) -> None:
+        self.rec = rec
+        self.record: ExactRecord | None = None
+        self.guard = RangeGuard()
+        self.bar_x: torch.Tensor | None = None
+        self.bar_v: torch.Tensor | None = None
+
+    def forward(self, x0: torch.Tensor, v0: torch.Tensor) -> None:
+        """Run the integer forward from the float inputs."""
+        self.record = exact_forward(self.rec, x0, v0)
+
+    def state(self, dtype_x: torch.dtype, dtype_v: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The current state of the record as floats."""
+        q = self.rec.frac_bits
+        return dequantize(self.record.x, q, dtype_x), dequantize(self.record.v, q, dtype_v)
+
+    def run(self, x0: torch.Tensor, v0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:math:`(x_L, v_L)`, differentiable through the chain of layer nodes where gradients are needed."""
+        rec = self.rec
+        arg_tensors = tensor_arguments(rec.args, rec.kwargs)
+        leaves = [x0, v0, *arg_tensors, *(p for params in rec.block_params for p in params)]
+        if not (torch.is_grad_enabled() and any(t.requires_grad for t in leaves)):
+            self.forward(x0, v0)
+            return self.state(x0.dtype, v0.dtype)
+        # A leaf that requires grad starts the chain, so the engine runs every layer node (and the
+        # reconstruction check at the start) even when only a late block trains.
+        anchor = torch.empty(0, dtype=x0.dtype, device=x0.device, requires_grad=True)
+        token = _Start.apply(self, anchor, x0, v0)
+        for i, params in enumerate(rec.block_params):
+            token = _Layer.apply(self, i, token, *params, *arg_tensors)
+        return _Finish.apply(self, token, x0.dtype, v0.dtype)
+
+    def backward_layer(self, i: int, arg_tensors: list[torch.Tensor]) -> list[torch.Tensor | None]:
+        """Rebuild layer ``i``, advance the adjoints over it; return the gradients of its parameters
+        and of ``arg_tensors`` (``None`` where not required)."""
+        rec, record = self.rec, self.record
+        if record.layer != i + 1:
+            raise RuntimeError(
+                "this MomentumNet forward was already reversed: the reversible mode supports one backward "
+                "pass per forward (retain_graph=True cannot replay it)"
+            )
+        arg_tensors = [t.detach().requires_grad_(t.requires_grad) for t in arg_tensors]
         args, kwargs = _substitute(rec.args, rec.kwargs, arg_tensors)
-        dtype = record.residual_x.dtype
-        bar_x = torch.zeros_like(record.residual_x) if grad_x is None else grad_x.to(dtype)
-        bar_v = torch.zeros_like(record.residual_v) if grad_v is None else grad_v.to(dtype)
-        wanted_args = [t for t in arg_tensors if t.requires_grad]
-        total: dict[int, torch.Tensor] = {}  # gradient sums over layers, keyed by the tensor's identity
-        guard = RangeGuard()
 
         def with_graph(i, x):
             with rec.mode.applied(grad_enabled=True):
                 return call_block(rec.blocks[i], i, x.requires_grad_(True), args, kwargs)
 
-        for i in reversed(range(len(rec.blocks))):
-            x, fx = undo_layer(rec, record, with_graph, guard)
-            params = [p for p in _parameters(rec.blocks[i]) if p.requires_grad]
-            tilde_v = bar_v + rec.step * bar_x
-            targets = [*params, *wanted_args]
-            g_x, *grads = torch.autograd.grad(
-                fx, [x, *targets], rec.one_minus_gamma * tilde_v, allow_unused=True
+        x, fx = undo_layer(rec, record, with_graph, self.guard)
+        params = rec.block_params[i]
+        wanted = [t for t in arg_tensors if t.requires_grad]
+        tilde_v = torch.add(self.bar_v, self.bar_x, alpha=rec.step)
+        grads = [None] * (1 + len(params) + len(wanted))
+        if fx.requires_grad:
+            grads = torch.autograd.grad(
+                fx, [x, *params, *wanted], tilde_v * rec.one_minus_gamma, allow_unused=True
             )
-            bar_x = bar_x if g_x is None else bar_x + g_x
-            bar_v = rec.gamma * tilde_v
-            for t, g in zip(targets, grads, strict=True):
-                if g is not None:
-                    total[id(t)] = total[id(t)] + g if id(t) in total else g
-        guard.raise_if_violated("the MomentumNet backward pass")
-        check_reconstruction(record)
-        grads_out = [total.get(id(t)) for t in (*rec.params, *arg_tensors)]
-        return (None, None, bar_x, bar_v, *grads_out)
+        if grads[0] is not None:
+            self.bar_x = self.bar_x + grads[0]
+        self.bar_v = tilde_v * rec.gamma
+        rest = iter(grads[1 + len(params) :])
+        return [*grads[1 : 1 + len(params)], *(next(rest) if t.requires_grad else None for t in arg_tensors)]
+
+    def finish_backward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Check the walk back; return :math:`(\\bar x_0, \\bar v_0)`."""
+        self.guard.raise_if_violated("the MomentumNet backward pass")
+        check_reconstruction(self.record)
+        return self.bar_x, self.bar_v
 
 
-def _parameters(block) -> list[torch.nn.Parameter]:
-    return list(block.parameters()) if isinstance(block, torch.nn.Module) else []
+class _Start(torch.autograd.Function):
+    """``(pass, anchor, x0, v0) -> token``: runs the integer forward; backward returns the input adjoints."""
+
+    @staticmethod
+    def forward(ctx, run: ReversiblePass, anchor, x0, v0):
+        ctx.run = run
+        run.forward(x0, v0)
+        return anchor.new_empty(0)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, _token):
+        return (None, None, *ctx.run.finish_backward())
+
+
+class _Layer(torch.autograd.Function):
+    """``(pass, i, token, *params_i, *arg_tensors) -> token``: stores nothing; backward undoes layer ``i``."""
+
+    @staticmethod
+    def forward(ctx, run: ReversiblePass, i: int, token, *tensors):
+        ctx.run, ctx.i = run, i
+        ctx.save_for_backward(*tensors[len(run.rec.block_params[i]) :])
+        return token.new_empty(0)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, token):
+        return (None, None, token, *ctx.run.backward_layer(ctx.i, list(ctx.saved_tensors)))
+
+
+class _Finish(torch.autograd.Function):
+    """``(pass, token, dtype_x, dtype_v) -> (x_L, v_L)``; backward hands the output adjoints to the pass."""
+
+    @staticmethod
+    def forward(ctx, run: ReversiblePass, token, dtype_x, dtype_v):
+        ctx.run = run
+        return run.state(dtype_x, dtype_v)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_x, grad_v):
+        ctx.run.bar_x, ctx.run.bar_v = grad_x, grad_v
+        return None, grad_x.new_empty(0), None, None
 
 
 def tensor_arguments(args: tuple, kwargs: dict) -> list[torch.Tensor]:

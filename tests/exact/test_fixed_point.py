@@ -47,7 +47,7 @@ def test_guard_accepts_values_just_inside_the_range(frac_bits):
     y = torch.tensor([edge, -edge, 0.0, 1.0], dtype=torch.float64)
     guard.check_float(y, frac_bits)
     guard.check_int(quantize(y, frac_bits))
-    guard.check_int(torch.tensor([2**LIMIT_BITS - 1, -(2**LIMIT_BITS) + 1]))
+    guard.check_int(torch.tensor([2**LIMIT_BITS - 1, -(2**LIMIT_BITS)]))
     guard.raise_if_violated("inside")
 
 
@@ -75,7 +75,7 @@ def test_guard_rejects_non_finite_floats(bad):
     assert f"2**{LIMIT_BITS - 16}" in str(info.value)
 
 
-@pytest.mark.parametrize("value", [2**LIMIT_BITS, -(2**LIMIT_BITS), 2**63 - 1, -(2**63)])
+@pytest.mark.parametrize("value", [2**LIMIT_BITS, -(2**LIMIT_BITS) - 1, 2**63 - 1, -(2**63)])
 def test_guard_rejects_integers_out_of_range(value):
     guard = RangeGuard()
     guard.check_int(torch.tensor([0, value], dtype=torch.int64))
@@ -138,3 +138,18 @@ def test_rational_gamma_reports_unreachable_tolerance():
 def test_rational_gamma_rejects_bad_tolerance(rel_tol):
     with pytest.raises(ValueError, match="rel_tol"):
         rational_gamma(0.9, rel_tol)
+
+
+@given(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=6), st.integers(1, 3))
+def test_guard_flags_exactly_the_integers_outside_the_range(values, repeats):
+    """Any number of clean checks on the same shape never hides one bad value, and never invents one."""
+    guard = RangeGuard()
+    for _ in range(repeats):
+        guard.check_int(torch.zeros(len(values), dtype=torch.int64))
+    guard.check_int(torch.tensor(values, dtype=torch.int64))
+    bad = any(not -(2**LIMIT_BITS) <= v < 2**LIMIT_BITS for v in values)
+    if bad:
+        with pytest.raises(FixedPointRangeError):
+            guard.raise_if_violated("property")
+    else:
+        guard.raise_if_violated("property")

@@ -318,3 +318,60 @@ def test_non_deterministic_block_is_detected():
     x = torch.randn(4, requires_grad=True)
     with pytest.raises(ReconstructionError, match="deterministic"):
         net(x).sum().backward()
+
+
+def test_parameter_gradients_reach_grad_layer_by_layer():
+    """Each layer's gradients land in .grad before the backward rebuilds the layer below it, so no copy
+    of all parameter gradients is held at once (the memory that made activations grow with L)."""
+    torch.manual_seed(9)
+    blocks = [torch.nn.Linear(4, 4).double() for _ in range(6)]
+    net = MomentumNet(blocks, gamma=0.9)
+    calls = [0] * len(blocks)
+    order = []
+    for i, block in enumerate(blocks):
+        block.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+        block.weight.register_post_accumulate_grad_hook(lambda p, i=i: order.append((i, list(calls))))
+    net(torch.randn(3, 4, dtype=torch.float64, requires_grad=True)).sum().backward()
+    assert [i for i, _ in order] == [5, 4, 3, 2, 1, 0]
+    for i, seen in order:
+        assert seen == [1] * i + [2] * (6 - i)  # blocks below i not yet re-evaluated by the backward
+
+
+def test_shared_block_gradient_is_accumulated_once_and_autograd_grad_works():
+    torch.manual_seed(10)
+    block = torch.nn.Linear(4, 4).double()
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    calls = []
+    block.weight.register_post_accumulate_grad_hook(lambda p: calls.append(p.grad.clone()))
+    nets = {b: MomentumNet([block] * 7, gamma=0.5, backprop=b) for b in ("autograd", "reversible")}
+    grads = {b: torch.autograd.grad(net(x).square().sum(), [x, block.weight]) for b, net in nets.items()}
+    for got, want in zip(grads["reversible"], grads["autograd"], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=0)
+    assert block.weight.grad is None and not calls  # autograd.grad leaves .grad alone
+    nets["reversible"](x).square().sum().backward()
+    assert len(calls) == 1  # one accumulation of the summed gradient: DDP's ready-once hooks hold
+    torch.testing.assert_close(calls[0], grads["autograd"][1], rtol=1e-10, atol=0)
+
+
+def test_the_record_lives_with_the_output_not_the_module():
+    """Between training steps the module holds no bit stack, integer state or saved buffers."""
+    import gc
+    import weakref
+
+    net = MomentumNet([torch.nn.Linear(4, 4).double() for _ in range(3)], gamma=0.9)
+    out = net(torch.randn(2, 4, dtype=torch.float64))
+    assert net.bit_stack is not None and len(net.bit_stack) == 3
+    record = weakref.ref(net.bit_stack)
+    out.sum().backward()
+    assert len(net.bit_stack) == 0
+    del out
+    gc.collect()
+    assert record() is None and net.bit_stack is None
+
+
+def test_second_backward_through_a_retained_graph_is_refused():
+    net = MomentumNet([torch.nn.Linear(4, 4).double() for _ in range(3)], gamma=0.9)
+    loss = net(torch.randn(2, 4, dtype=torch.float64)).sum()
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="one backward pass per forward"):
+        loss.backward()
