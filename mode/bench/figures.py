@@ -45,15 +45,7 @@ def _memory(rows: list[dict], subtitle: str) -> Figure:
     depths, stack = _series(rows, "reversible", lambda row: row["stack_bytes"] / MIB)
     ax.plot(depths, stack, ls=":", label="reversible: bit stack", **STYLE["reversible"])
     depths, grads = _series(rows, "reversible", lambda row: row["parameter_bytes"] / MIB)
-    ax.plot(depths, grads, ls="--", color="black", label="one copy of the parameter gradients")
-    depths, rest = _series(
-        rows,
-        "reversible",
-        lambda row: (row["activation_bytes"] - row["stack_bytes"] - row["parameter_bytes"]) / MIB,
-    )
-    ax.plot(
-        depths, rest, ls="--", label="reversible minus bit stack and gradient copy", **STYLE["reversible"]
-    )
+    ax.plot(depths, grads, ls="--", color="black", label="parameters (for scale; not included)")
     ax.legend(fontsize=8, loc="upper left")
     return fig
 

@@ -50,8 +50,9 @@ DEFINITIONS = {
         "where the measured step would reuse the warm-up's memory unseen.",
         "activation_bytes includes anything the method holds during backward beyond the stored "
         "parameters and gradients: the reversible bit stack (also reported alone as stack_bytes) and, "
-        "for the reversible mode and momentumnet, the parameter gradients of all layers, which their "
-        "autograd Functions return together at the end of backward (one extra copy, parameter_bytes).",
+        "for momentumnet, the parameter gradients of all layers, which its autograd Function returns "
+        "together at the end of backward (one extra copy, parameter_bytes). MomentumNet's reversible "
+        "mode hands each layer's gradients to autograd as soon as that layer is done.",
         "Step times are medians over interleaved rounds. settings.step_clock names the clock: "
         "process_time (CPU time of the benchmark process, single-threaded on the CPU) leaves out the "
         "time other jobs hold the core but not their effect on caches; load_average (before and after "

@@ -26,32 +26,37 @@ def stack_bits_bound(depth: int, n: int, k: int) -> float:
 
 
 def evaluate_targets(rows: list[dict]) -> dict[str, dict]:
-    """Check the three targets; each entry says what was compared, the measured ratios and ``met``.
+    """Check the targets; each entry says what was compared, the measured ratios and ``met``.
 
-    The memory target compares the deepest with the shallowest depth measured. Besides the target as
-    stated, it reports the same ratio with one copy of the parameter gradients also removed: the
-    reversible backward returns the gradients of all layers together at its end, so for blocks with
-    their own weights it holds a second copy of them (O(L)) at the peak.
+    The memory target compares the deepest with the shallowest depth measured. The gradient target is
+    not the issue's (which asks for agreement with float32 autograd in the unit tests, on well-conditioned
+    blocks) but what can be asked of a float32 method at depth 1000: to be no further from the float64
+    gradient than float32 autograd itself is.
     """
     reversible, reference = _by_method(rows, "reversible"), _by_method(rows, REFERENCE)
     low, high = min(reversible), max(reversible)
 
-    def without_stack(depth: int, also_gradients: bool = False) -> int:
-        row = reversible[depth]
-        return row["activation_bytes"] - row["stack_bytes"] - also_gradients * row["parameter_bytes"]
+    def without_stack(depth: int) -> int:
+        return reversible[depth]["activation_bytes"] - reversible[depth]["stack_bytes"]
 
     flat = without_stack(high) / without_stack(low)
     stack = {
         depth: row["stack_bits_per_coordinate"] / row["stack_bits_bound"] for depth, row in reversible.items()
     }
     step = {depth: reversible[depth]["step_s"] / reference[depth]["step_s"] for depth in reversible}
+    accuracy = {
+        depth: max(
+            row["grad_error_float64"][part] / reference[depth]["grad_error_float64"][part]
+            for part in ("input", "parameters")
+        )
+        for depth, row in reversible.items()
+    }
     return {
         "reversible_memory_flat": {
             "target": f"reversible activation memory minus bit stack at L={high} within "
             f"{FLAT_MEMORY_RATIO}x of L={low}",
             "threshold": FLAT_MEMORY_RATIO,
             "ratio": flat,
-            "ratio_without_gradient_copy": without_stack(high, True) / without_stack(low, True),
             "met": flat <= FLAT_MEMORY_RATIO,
         },
         "bit_stack_bits": {
@@ -68,6 +73,13 @@ def evaluate_targets(rows: list[dict]) -> dict[str, dict]:
             "threshold": STEP_TIME_RATIO,
             "ratio_by_depth": step,
             "met": all(ratio <= STEP_TIME_RATIO for ratio in step.values()),
+        },
+        "gradient_accuracy": {
+            "target": "reversible (float32) gradient error against float64 autograd at most that of "
+            "float32 autograd, at every depth (ratio of the two errors, worst of input and parameters)",
+            "threshold": 1.0,
+            "ratio_by_depth": accuracy,
+            "met": all(ratio <= 1.0 for ratio in accuracy.values()),
         },
     }
 

@@ -89,15 +89,17 @@ class RangeGuard:
         self._ints: dict[tuple, Tensor] = {}
         self._floats: dict[tuple, Tensor] = {}
 
-    def check_float(self, y: Tensor, frac_bits: int) -> None:
+    def check_float(self, y: Tensor, frac_bits: int, *, prescaled: bool = False) -> None:
         """Flag values of ``y`` that :func:`quantize` with ``frac_bits`` cannot encode.
 
         Flags ``not isfinite(y)`` and ``|y| >= 2**(LIMIT_BITS - frac_bits)``, i.e.
-        ``|y| * 2**frac_bits >= 2**LIMIT_BITS``.
+        ``|y| * 2**frac_bits >= 2**LIMIT_BITS``. With ``prescaled=True``, ``y`` is already in grid units
+        (multiplied by ``2**frac_bits``, about to be rounded to an integer) and the bound is
+        ``2**LIMIT_BITS``; ``frac_bits`` then only names the grid in the error message.
         """
         _check_frac_bits(frac_bits)
         size = y.detach().abs()
-        key = (y.device, y.shape, frac_bits)
+        key = (y.device, y.shape, frac_bits, prescaled)
         if key in self._floats:
             torch.maximum(self._floats[key], size, out=self._floats[key])
         else:
@@ -122,9 +124,9 @@ class RangeGuard:
         """
         out_of_range = any(bool((acc >> (LIMIT_BITS + 1)).any()) for acc in self._ints.values())
         non_finite = False
-        for (_, _, frac_bits), size in self._floats.items():
+        for (_, _, frac_bits, prescaled), size in self._floats.items():
             # Both sides are exact in float64 (the bound is a power of two); NaN fails the comparison.
-            out_of_range |= not bool((size < 2.0 ** (LIMIT_BITS - frac_bits)).all())
+            out_of_range |= not bool((size < 2.0 ** (LIMIT_BITS - (0 if prescaled else frac_bits))).all())
             non_finite |= not bool(torch.isfinite(size).all())
         if not (out_of_range or non_finite):
             return

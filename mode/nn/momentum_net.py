@@ -182,13 +182,14 @@ class MomentumNet(torch.nn.Module):
         """Run the :math:`L` momentum steps; returns :math:`x_L`, or :math:`(x_L, v_L)`."""
         if not isinstance(x, torch.Tensor) or not torch.is_floating_point(x):
             raise TypeError("x must be a floating-point torch.Tensor")
-        v = self.initial_velocity(x)
         if self.backprop == "reversible":
+            # v0 = None: the recursion starts from an exact integer zero, no float zeros to keep.
+            v = None if self.v0 is None else self.initial_velocity(x)
             x, v = self._reversible(x, v, args, kwargs)
         elif self.backprop == "checkpoint":
-            x, v = self._checkpointed(x, v, args, kwargs)
+            x, v = self._checkpointed(x, self.initial_velocity(x), args, kwargs)
         else:
-            x, v = self._steps(0, self.depth, x, v, args, kwargs)
+            x, v = self._steps(0, self.depth, x, self.initial_velocity(x), args, kwargs)
         return (x, v) if return_velocity else x
 
     def _steps(self, start, stop, x, v, args, kwargs):

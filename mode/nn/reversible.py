@@ -85,9 +85,15 @@ class ExactRecord:
     stack: BitStack
     layer: int
     states: list[LayerState | None]
-    residual_x: torch.Tensor  # input - dequantize(quantize(input)): the bits below the grid
-    residual_v: torch.Tensor
+    # The forward's inputs (v0 None: zero), referenced, not copied: their bits below the grid are not part
+    # of the recursion, and inverse() returns them from here; the versions detect a later in-place change.
+    inputs: tuple[torch.Tensor, torch.Tensor | None]
+    versions: tuple[int, int | None]
     checksum: tuple[torch.Tensor, torch.Tensor]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.inputs[0].dtype
 
     def clone(self) -> ExactRecord:
         """An independent record to walk back (the tensors are never modified in place, so shared)."""
@@ -105,7 +111,7 @@ def _drift(rec: Recursion, v: torch.Tensor, guard: RangeGuard) -> torch.Tensor:
         return v
     drift = v.to(torch.float64) * rec.step
     if rec.step > 1.0:  # |V| < 2**61 no longer bounds h V: check before the cast
-        guard.check_float(drift, 0)
+        guard.check_float(drift, rec.frac_bits, prescaled=True)
     return drift.round_().to(torch.int64)
 
 
@@ -117,7 +123,7 @@ def _force(rec: Recursion, fx: torch.Tensor, guard: RangeGuard) -> torch.Tensor:
     """
     # A copy even for float64 blocks: fx may be saved by its own graph and must not change in place.
     inc = fx.detach().to(torch.float64, copy=True).mul_(rec.one_minus_gamma * 2.0**rec.frac_bits)
-    guard.check_float(inc, 0)
+    guard.check_float(inc, rec.frac_bits, prescaled=True)
     return inc.round_().to(torch.int64)
 
 
@@ -133,15 +139,18 @@ def call_block(block, i: int, x: torch.Tensor, args: tuple, kwargs: dict) -> tor
     return fx
 
 
-def exact_forward(rec: Recursion, x0: torch.Tensor, v0: torch.Tensor) -> ExactRecord:
-    """Run the integer recursion over all blocks (no graph) and return its record."""
+def exact_forward(rec: Recursion, x0: torch.Tensor, v0: torch.Tensor | None) -> ExactRecord:
+    """Run the integer recursion over all blocks (no graph) from ``(x0, v0)`` (``v0=None``: zero) and
+    return its record."""
     q, guard = rec.frac_bits, RangeGuard()
     guard.check_float(x0, q)
-    guard.check_float(v0, q)
-    X, V = quantize(x0, q), quantize(v0, q)
+    X = quantize(x0, q)
+    if v0 is None:
+        V = torch.zeros_like(X)
+    else:
+        guard.check_float(v0, q)
+        V = quantize(v0, q)
     guard.raise_if_violated("the input of MomentumNet (x0, v0)")
-    residual_x = x0 - dequantize(X, q, x0.dtype)
-    residual_v = v0 - dequantize(V, q, v0.dtype)
     checksum = _checksum(X, V)
     stack, states = BitStack(V), []
     for i, block in enumerate(rec.blocks):
@@ -154,7 +163,9 @@ def exact_forward(rec: Recursion, x0: torch.Tensor, v0: torch.Tensor) -> ExactRe
         X = X + _drift(rec, V, guard)
         guard.check_int(X)
     guard.raise_if_violated(f"the MomentumNet forward pass (depth {len(rec.blocks)})")
-    return ExactRecord(X, V, stack, len(rec.blocks), states, residual_x, residual_v, checksum)
+    inputs = (x0.detach(), None if v0 is None else v0.detach())
+    versions = (x0._version, None if v0 is None else v0._version)
+    return ExactRecord(X, V, stack, len(rec.blocks), states, inputs, versions, checksum)
 
 
 def undo_layer(rec: Recursion, record: ExactRecord, fx_of, guard: RangeGuard):
@@ -168,7 +179,7 @@ def undo_layer(rec: Recursion, record: ExactRecord, fx_of, guard: RangeGuard):
     """
     i = record.layer - 1
     record.x = record.x - _drift(rec, record.v, guard)
-    x = dequantize(record.x, rec.frac_bits, record.residual_x.dtype)
+    x = dequantize(record.x, rec.frac_bits, record.dtype)
     with replayed(rec.blocks[i], record.states[i], x.device):
         fx = fx_of(i, x)
     record.v = record.stack.divide(record.v - _force(rec, fx, guard), rec.n, rec.k)
@@ -190,11 +201,24 @@ def check_reconstruction(record: ExactRecord) -> None:
 
 
 def reversed_input(rec: Recursion, record: ExactRecord) -> tuple[torch.Tensor, torch.Tensor]:
-    """The forward's float input, bit for bit: the grid value plus the residual bits below the grid."""
+    """The forward's float input, bit for bit: the rebuilt grid value plus the input's bits below the grid.
+
+    Raises
+    ------
+    ValueError
+        If the forward's input was modified in place since, so that its bits below the grid are gone.
+    """
     check_reconstruction(record)
-    x = dequantize(record.x, rec.frac_bits, record.residual_x.dtype) + record.residual_x
-    v = dequantize(record.v, rec.frac_bits, record.residual_v.dtype) + record.residual_v
-    return x, v
+    if tuple(None if t is None else t._version for t in record.inputs) != record.versions:
+        raise ValueError(
+            "the input of this MomentumNet forward was modified in place since: its bits below the "
+            "fixed-point grid cannot be restored"
+        )
+    q, out = rec.frac_bits, []
+    for state, given in zip((record.x, record.v), record.inputs, strict=True):
+        grid = dequantize(state, q, record.dtype)
+        out.append(grid if given is None else grid + (given - dequantize(quantize(given, q), q, given.dtype)))
+    return out[0], out[1]
 
 
 class ReversiblePass:
@@ -211,7 +235,7 @@ class ReversiblePass:
         self.bar_x: torch.Tensor | None = None
         self.bar_v: torch.Tensor | None = None
 
-    def forward(self, x0: torch.Tensor, v0: torch.Tensor) -> None:
+    def forward(self, x0: torch.Tensor, v0: torch.Tensor | None) -> None:
         """Run the integer forward from the float inputs."""
         self.record = exact_forward(self.rec, x0, v0)
 
@@ -220,21 +244,23 @@ class ReversiblePass:
         q = self.rec.frac_bits
         return dequantize(self.record.x, q, dtype_x), dequantize(self.record.v, q, dtype_v)
 
-    def run(self, x0: torch.Tensor, v0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """:math:`(x_L, v_L)`, differentiable through the chain of layer nodes where gradients are needed."""
+    def run(self, x0: torch.Tensor, v0: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:math:`(x_L, v_L)` from ``(x0, v0)`` (``v0=None``: zero), differentiable through the chain of
+        layer nodes where gradients are needed."""
         rec = self.rec
         arg_tensors = tensor_arguments(rec.args, rec.kwargs)
-        leaves = [x0, v0, *arg_tensors, *(p for params in rec.block_params for p in params)]
+        leaves = [x0, *arg_tensors, *(p for params in rec.block_params for p in params)]
+        leaves += [] if v0 is None else [v0]
         if not (torch.is_grad_enabled() and any(t.requires_grad for t in leaves)):
             self.forward(x0, v0)
-            return self.state(x0.dtype, v0.dtype)
+            return self.state(x0.dtype, x0.dtype if v0 is None else v0.dtype)
         # A leaf that requires grad starts the chain, so the engine runs every layer node (and the
         # reconstruction check at the start) even when only a late block trains.
         anchor = torch.empty(0, dtype=x0.dtype, device=x0.device, requires_grad=True)
         token = _Start.apply(self, anchor, x0, v0)
         for i, params in enumerate(rec.block_params):
             token = _Layer.apply(self, i, token, *params, *arg_tensors)
-        return _Finish.apply(self, token, x0.dtype, v0.dtype)
+        return _Finish.apply(self, token, x0.dtype, x0.dtype if v0 is None else v0.dtype)
 
     def backward_layer(self, i: int, arg_tensors: list[torch.Tensor]) -> list[torch.Tensor | None]:
         """Rebuild layer ``i``, advance the adjoints over it; return the gradients of its parameters
@@ -279,14 +305,15 @@ class _Start(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, run: ReversiblePass, anchor, x0, v0):
-        ctx.run = run
+        ctx.run, ctx.zero_v0 = run, v0 is None
         run.forward(x0, v0)
         return anchor.new_empty(0)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, _token):
-        return (None, None, *ctx.run.finish_backward())
+        bar_x, bar_v = ctx.run.finish_backward()
+        return None, None, bar_x, None if ctx.zero_v0 else bar_v
 
 
 class _Layer(torch.autograd.Function):

@@ -39,7 +39,12 @@ def test_writes_results_and_figures(run):
     assert {"torch", "momentum-ode", "momentumnet"} <= written["environment"]["versions"].keys()
     assert written["environment"]["versions"]["momentumnet"] == "0.10"
     assert {(r["method"], r["depth"]) for r in written["rows"]} == {(m, d) for m in METHODS for d in DEPTHS}
-    assert set(written["targets"]) == {"reversible_memory_flat", "bit_stack_bits", "step_time"}
+    assert set(written["targets"]) == {
+        "reversible_memory_flat",
+        "bit_stack_bits",
+        "step_time",
+        "gradient_accuracy",
+    }
     assert all(isinstance(t["met"], bool) for t in written["targets"].values())
     for name in ("memory", "step_time", "grad_error"):
         assert (out / f"{name}.png").stat().st_size > 10_000
@@ -53,8 +58,8 @@ def test_autograd_memory_grows_with_depth_and_reversible_does_not(run):
     per_layer = TINY.batch * (TINY.dim + TINY.hidden) * 4
     # Autograd grows by at least half the activations it must store...
     assert autograd[1] - autograd[0] > 0.5 * (DEPTHS[1] - DEPTHS[0]) * per_layer
-    # ...while the reversible mode grows by far less (its bit stack and the gradient copy only).
-    assert reversible[1] - reversible[0] < 0.25 * (autograd[1] - autograd[0])
+    # ...while the reversible mode stays flat apart from its bit stack (a few bits per coordinate and layer).
+    assert reversible[1] - reversible[0] < 0.05 * (autograd[1] - autograd[0])
     assert reversible[1] < autograd[1] / 2
 
 

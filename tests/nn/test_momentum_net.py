@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -95,20 +97,74 @@ def test_deep_shared_conv_float64():
     assert errors["reversible"] <= 1e-10, errors
 
 
+def float64_reference_errors(depth, gamma, step, shared):
+    """Relative gradient errors of float32 autograd and float32 reversible against float64 autograd on the
+    same weights and inputs, and of reversible against autograd (both float32): the largest over the
+    input, the extra arguments and the parameters."""
+    blocks, x, args, kwargs = mlp_case(depth, torch.float32, shared=shared)
+    wide = (
+        [copy.deepcopy(blocks[0]).double()] * depth if shared else [copy.deepcopy(b).double() for b in blocks]
+    )
+    leaves = [x, *args, *kwargs.values()]
+    wide_leaves = [t.detach().double().requires_grad_() for t in leaves]
+
+    def grads(blocks, leaves, backprop):
+        net = MomentumNet(blocks, gamma=gamma, step=step, backprop=backprop)
+        out, vel = net(leaves[0], leaves[1], return_velocity=True, scale=leaves[2])
+        params = list(dict.fromkeys(net.parameters()))
+        return torch.autograd.grad(out.sin().sum() + (vel * out).sum(), [*leaves, *params])
+
+    def error(got, want):
+        return max(((g.double() - w).norm() / w.norm()).item() for g, w in zip(got, want, strict=True))
+
+    exact = grads(wide, wide_leaves, "autograd")
+    autograd, reversible = grads(blocks, leaves, "autograd"), grads(blocks, leaves, "reversible")
+    return {
+        "autograd": error(autograd, exact),
+        "reversible": error(reversible, exact),
+        "reversible_vs_autograd": error(reversible, autograd),
+    }
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("gamma", GAMMAS)
-def test_reversible_gradients_equal_autograd_depth_1000(gamma, dtype):
-    blocks, x, args, kwargs = mlp_case(1000, dtype, shared=True)
-    errors = relative_errors({"gamma": gamma}, blocks, x, args, kwargs)
-    assert errors["reversible"] <= TOL[dtype], errors
+def test_reversible_gradients_equal_autograd_depth_1000_float64(gamma):
+    """h = 0.01 as in the float32 grid. With h = 1 the dynamics grow the state into the hundreds and
+    amplify perturbations ~1e5-fold, so the float64 grid 2**-44 shows at ~1e-8 (see MomentumNet's notes)."""
+    blocks, x, args, kwargs = mlp_case(1000, torch.float64, shared=True)
+    errors = relative_errors({"gamma": gamma, "step": 0.01}, blocks, x, args, kwargs)
+    assert errors["reversible"] <= 1e-10, errors
 
 
-def test_depth_1000_float64_shared_block():
-    """One depth-1000 case in the default suite; the full grid is marked slow."""
+@pytest.mark.slow
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("gamma", GAMMAS)
+def test_reversible_gradients_equal_autograd_depth_1000_float32(gamma, shared):
+    """Depth 1000 with h = 0.01 (horizon 10, the ODE regime), where float32 autograd is itself accurate
+    to a few 1e-6: reversible agrees with it to 1e-5 and is closer than it to the float64 gradient."""
+    errors = float64_reference_errors(1000, gamma, 0.01, shared)
+    assert errors["reversible_vs_autograd"] <= 1e-5, errors
+    assert errors["reversible"] <= errors["autograd"], errors
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gamma", GAMMAS)
+def test_reversible_float32_is_at_least_as_accurate_as_autograd_at_step_1(gamma):
+    """With h = 1, 1000 layers amplify float32 rounding: autograd's own gradient is off the float64 one by
+    up to ~1e-3, so agreement with it to 1e-5 is not a meaningful target. The exact recursion keeps the
+    state to 2**-32; its gradient is closer to the float64 one than autograd's."""
+    errors = float64_reference_errors(1000, gamma, 1.0, shared=True)
+    assert errors["reversible"] <= errors["autograd"], errors
+
+
+def test_depth_1000_in_the_default_suite():
+    """One depth-1000 case per dtype in the default suite; the full grids are marked slow."""
     blocks, x, args, kwargs = mlp_case(1000, torch.float64, shared=True)
     errors = relative_errors({"gamma": 0.9}, blocks, x, args, kwargs)
     assert errors["reversible"] <= 1e-10, errors
+    errors = float64_reference_errors(1000, 0.9, 0.01, shared=True)
+    assert errors["reversible_vs_autograd"] <= 1e-5, errors
+    assert errors["reversible"] <= errors["autograd"], errors
 
 
 @pytest.mark.parametrize("gamma", [0.5, 0.9])
@@ -375,3 +431,13 @@ def test_second_backward_through_a_retained_graph_is_refused():
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="one backward pass per forward"):
         loss.backward()
+
+
+def test_inverse_refuses_an_input_modified_in_place():
+    """The input's bits below the grid come from the input itself, which the record references."""
+    net = MomentumNet([torch.nn.Linear(4, 4).double() for _ in range(3)], gamma=0.9)
+    x0 = torch.randn(2, 4, dtype=torch.float64)
+    x, v = net(x0, return_velocity=True)
+    x0.mul_(2)
+    with pytest.raises(ValueError, match="modified in place"):
+        net.inverse(x, v)
