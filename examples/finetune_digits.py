@@ -20,8 +20,9 @@ used to pick an epoch.
 
 Memory: the extra resident memory of one training step (forward, backward, AdamW step) of (a) the
 ResNet-18, (b) its conversion with ``backprop="autograd"`` and (c) with ``backprop="reversible"``, each in a
-fresh process: the peak resident set size (``ru_maxrss``; the high-water mark is reset through
-``/proc/self/clear_refs`` first) minus the resident set size just before the step (``/proc/self/statm``).
+fresh process: the peak resident set size (``VmHWM``; the high-water mark is reset through
+``/proc/self/clear_refs`` first) minus the resident set size just before the step (``VmRSS``), read with
+the helpers of :mod:`mode.bench.rss`.
 A warm-up step on two images first makes the parameter gradients and the optimiser state exist (they are
 not zeroed to ``None``), so what the step adds is activations and transient buffers; the warm-up is tiny so
 that per-batch state a model keeps between steps is charged to the step, not hidden in the baseline.
@@ -47,8 +48,6 @@ import argparse
 import json
 import math
 import os
-import platform
-import resource
 import subprocess
 import sys
 import time
@@ -61,10 +60,11 @@ import torchvision
 from tqdm import tqdm
 
 import mode
+from mode.bench.rss import MALLOC_ENV, reset_peak, status_bytes
+from mode.records import environment, write_json
 
 #: Large blocks served by mmap are unmapped on free, so the resident set tracks live tensors; with glibc's
 #: default, adaptive threshold freed activations stay in malloc's heap and a step's peak is invisible.
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
 
 GAMMA = 0.9
 IMAGE_SIZE = 32
@@ -229,21 +229,6 @@ def train(model: torch.nn.Module, data: dict, settings: dict, seed: int, name: s
 # ------------------------------------------------------------------------------------------- memory
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _reset_peak() -> bool:
-    """Reset the kernel's resident-set high-water mark (Linux >= 4.0); False where not permitted."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def _build(arch: str, variant: str, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
     model = getattr(torchvision.models, arch)(num_classes=10)
@@ -287,22 +272,17 @@ def memory_probe(arch: str, variant: str, batches: list[int], seed: int) -> dict
         optimizer.step()
 
     # The warm-up allocates the parameter gradients and the optimiser state. It runs on two images, not a
-    # full batch: a model that keeps per-batch state between steps (the converted one holds its last
-    # forward's exact state, for inverse()) would otherwise have it counted in the baseline, not the step.
+    # full batch: per-batch state that a model kept between steps would otherwise be counted in the
+    # baseline, not the step.
     step(2)
     out = {"activation_mb": {}, "step_seconds": {}, "peak_reset": True}
     for batch in sorted(batches):
-        out["peak_reset"] &= _reset_peak()
-        before = _rss_bytes()
-        peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        out["peak_reset"] &= reset_peak()
+        before = status_bytes("VmRSS")
         start = time.perf_counter()
         step(batch)
         out["step_seconds"][batch] = time.perf_counter() - start
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        if peak <= peak_before:
-            # ru_maxrss also covers a high-water mark inherited at exec, which clear_refs does not reset,
-            # and without the reset an earlier, larger step's peak would hide this one
-            raise RuntimeError(f"{arch}/{variant}: the step at batch {batch} did not raise the peak RSS")
+        peak = status_bytes("VmHWM")
         out["activation_mb"][batch] = (peak - before) / 2**20
         out.setdefault("rss_before_mb", before / 2**20)
     if variant != "plain":
@@ -379,35 +359,6 @@ def measure_memory(plan: dict[str, list[int]], seed: int, jobs: int) -> dict:
 # ------------------------------------------------------------------------------------------ results
 
 
-def versions() -> dict:
-    import sklearn
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "sklearn": sklearn.__version__,
-        "mode": mode.__version__,
-    }
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write ``payload`` so that ``path`` is never seen half written (temp file in the same folder)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # a plain open, not tempfile.mkstemp: mkstemp's 0600 mode would survive the rename
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "x") as f:
-            json.dump(payload, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def summary(results: dict) -> str:
     """The printed report: accuracies, memory table and what the memory numbers say."""
     acc, data = results["accuracy"], results["data"]
@@ -429,7 +380,7 @@ def summary(results: dict) -> str:
         f"(s.e. of a difference of two accuracies: {100 * acc['gap_standard_error']:.2f} points); "
         f"the two disagree on {acc['disagreements']} of {data['n_test']} test images"
     )
-    memory, wall, machine = results["memory"], results["wall_seconds"], results["machine"]
+    memory, wall = results["memory"], results["wall_seconds"]
     if not memory:
         return "\n".join([*lines, "", "memory: not measured (needs Linux /proc)"])
     lines += [
@@ -460,13 +411,14 @@ def summary(results: dict) -> str:
     lines += [
         "ResNet-18 has 2 blocks per stage and to_momentum keeps each stage's shape-changing block, so only",
         "2+1+1+1 blocks run as momentum steps: the reversible mode has few activations to drop, against what",
-        "it keeps per converted stage (exact int64 state, bit buffer and residuals, held between steps for",
-        "inverse()). Deeper stages drop more activations per image; a fixed cost per step (the reversible",
-        "backward holds a stage's parameter gradients together) weighs most at small batches.",
+        "it keeps per converted stage while the stage's output lives: the exact int64 state x, v and the",
+        "bit stack's live word, 24 bytes per coordinate, about what autograd saves for one BasicBlock (five",
+        "float32 tensors). Deeper stages drop many blocks' activations against that one state.",
         "",
         f"wall time: memory {wall['memory']:.0f} s, training {wall['train_resnet18']:.0f} s (ResNet-18) + "
         f"{wall['train_momentum']:.0f} s (momentum), total {wall['total']:.0f} s; "
-        f"{machine['torch_threads']} torch threads, load average {machine['loadavg_start'][0]:.1f} at start",
+        f"{results['environment']['torch_threads']} torch threads, load average "
+        f"{results['load_average']['start'][0]:.1f} at start",
     ]
     return "\n".join(lines)
 
@@ -520,14 +472,8 @@ def run(args) -> dict:
             "image_size": IMAGE_SIZE,
             "test_size": 0.25,
         },
-        "versions": versions(),
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "loadavg_start": load_start,
-            "loadavg_end": os.getloadavg(),
-        },
+        "environment": environment(),
+        "load_average": {"start": load_start, "end": os.getloadavg()},
         "data": {"n_train": len(data["y_train"]), "n_test": n_test},
         "accuracy": {
             "resnet18": acc_plain,
@@ -544,8 +490,7 @@ def run(args) -> dict:
             "one fresh process per model variant; warm-up training step on 2 images (parameter gradients "
             "and AdamW state exist afterwards, zero_grad keeps them), then per batch size: reset the peak "
             "RSS via /proc/self/clear_refs, one training step (forward, backward, AdamW step), "
-            "ru_maxrss minus /proc/self/statm RSS before the step; "
-            + " ".join(f"{k}={v}" for k, v in MALLOC_ENV.items())
+            "VmHWM minus VmRSS before the step; " + " ".join(f"{k}={v}" for k, v in MALLOC_ENV.items())
         ),
         "wall_seconds": {
             "memory": t_memory,
@@ -586,7 +531,7 @@ def main(argv=None) -> int:
         print(json.dumps(memory_probe(arch, variant, [int(b) for b in batches.split(",")], args.seed)))
         return 0
     results = run(args)
-    write_json_atomic(args.out / "results.json", results)
+    write_json(args.out / "results.json", results)
     print(summary(results))
     print(f"\nwrote {args.out / 'results.json'}")
     return 0

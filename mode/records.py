@@ -18,6 +18,7 @@ PACKAGES = (
     "scipy",
     "matplotlib",
     "torchvision",
+    "scikit-learn",
     "momentumnet",
 )
 

@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 
 from mode.bench.figures import save_figures
 from mode.bench.methods import METHODS, REFERENCE, Workload, momentumnet_velocity_factor
-from mode.bench.peak import MALLOC_ENV, PointServer
+from mode.bench.peak import PointServer
+from mode.bench.rss import MALLOC_ENV
 from mode.bench.steps import clock_name, measure_depth
 from mode.bench.summary import evaluate_targets, memory_check
 from mode.records import environment, write_json

@@ -33,31 +33,8 @@ from mode.bench.methods import (
     make_input,
     torch_threads,
 )
+from mode.bench.rss import MALLOC_ENV, reset_peak, status_bytes
 from mode.bench.summary import stack_bits_bound
-
-#: glibc raises its mmap threshold after freeing a large block and then serves later large tensors
-#: from the heap, whose freed pages stay resident, so that the measured step would reuse the warm-up's
-#: memory unseen; a fixed threshold gives every block from 64 KiB up its own mapping, returned when freed.
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
-
-
-def _status_bytes(field: str) -> int:
-    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``: resident now, ``VmHWM``: peak), in bytes."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"/proc/self/status has no {field} field")
-
-
-def _reset_peak() -> bool:
-    """Restart the kernel's peak-RSS record (``VmHWM``) from the current RSS; ``False`` where refused."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")  # Linux >= 4.0
-    except OSError:
-        return False
-    return True
 
 
 def _before_step(device: torch.device) -> tuple[int, bool]:
@@ -65,14 +42,14 @@ def _before_step(device: torch.device) -> tuple[int, bool]:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         return torch.cuda.memory_allocated(device), True
-    return _status_bytes("VmRSS"), _reset_peak()
+    return status_bytes("VmRSS"), reset_peak()
 
 
 def _peak(device: torch.device) -> int:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device)
-    return _status_bytes("VmHWM")
+    return status_bytes("VmHWM")
 
 
 def measure_point(method: str, depth: int, workload: dict, seed: int, device: str) -> dict:

@@ -96,6 +96,19 @@ class MomentumNet(torch.nn.Module):
     range raise :class:`~mode.exact.FixedPointRangeError`. Gradients reach the block parameters and the
     top-level tensors among ``args`` and ``kwargs``; tensors a block captures otherwise are constants.
 
+    Memory: the reversible forward keeps the integer state :math:`X_L, V_L`, the bit stack (about
+    :math:`L \log_2(1/\gamma)` bits per coordinate) and references to its inputs, for as long as its
+    output (for :meth:`inverse`) or its graph (for the backward pass) is alive; the module itself holds
+    only weak references, so nothing stays allocated between training steps. The backward pass hands
+    each layer's parameter gradients to autograd as soon as that layer is done, as plain autograd does.
+
+    Precision: the state lives on the grid :math:`2^{-q}`. For float32 (:math:`q = 32`) that is finer
+    than float32 itself, and at depth the reversible gradients are closer to the float64 gradients than
+    float32 autograd's are. For float64 (:math:`q = 44`, range :math:`|x| < 2^{17}`) the grid is coarser
+    than float64: where the dynamics amplify perturbations strongly (depth 1000 at :math:`h = 1`) the
+    gradients agree with float64 autograd to about :math:`10^{-8}` rather than :math:`10^{-10}`; a larger
+    ``frac_bits`` buys precision with range.
+
     Every later evaluation of a block (backward, :meth:`inverse`) replays the forward's generator states,
     mutated buffers, grad mode and autocast state, so it applies the same function: BatchNorm statistics
     are updated once, dropout masks repeat. Under ``torch.autocast`` the state stays in float32 fixed

@@ -45,7 +45,8 @@ def test_both_models_learn_and_are_on_par(results):
 def test_results_record_the_settings_and_versions(results):
     assert results["quick"] is True
     assert results["seed"] == 0
-    assert set(results["versions"]) == {"python", "torch", "torchvision", "sklearn", "mode"}
+    versions = results["environment"]["versions"]
+    assert all(versions[name] for name in ("momentum-ode", "torch", "torchvision", "scikit-learn"))
     assert results["data"]["n_test"] == 450  # a quarter of the 1,797 digits, stratified
     assert results["settings"]["gamma"] == 0.9
     for key in ("train_resnet18", "train_momentum", "memory", "total"):
