@@ -13,7 +13,7 @@ than it is (both models would start from a solution). So this script uses the st
 
 With real pretrained weights, the same code fine-tunes: load them into the ResNet before converting.
 
-Data: ``sklearn.datasets.load_digits`` (1,797 8x8 grey images that ship with scikit-learn, no download),
+Data: :func:`mode.datasets.digits`, the 1,797 8x8 grey images that ship with scikit-learn (no download),
 scaled to [0, 1], upsampled bilinearly to 32x32 and replicated to 3 channels, with a seeded stratified
 75/25 train/test split. Accuracies are those of the final epoch on the test split; the test split is never
 used to pick an epoch.
@@ -61,6 +61,7 @@ from tqdm import tqdm
 
 import mode
 from mode.bench.rss import MALLOC_ENV, reset_peak, status_bytes
+from mode.datasets import digits
 from mode.records import environment, write_json
 
 #: Large blocks served by mmap are unmapped on free, so the resident set tracks live tensors; with glibc's
@@ -93,44 +94,13 @@ SETTINGS = {
 # --------------------------------------------------------------------------------------------- data
 
 
-def load_digits_images(seed: int, train_subset: int | None = None):
-    """The digits data set as 3x32x32 images in [0, 1], split into stratified train and test sets.
-
-    Parameters
-    ----------
-    seed : int
-        Seed of the split (and of the training subset).
-    train_subset : int, optional
-        Keep only this many training images (stratified); the test set is always the full split.
-
-    Returns
-    -------
-    dict
-        ``x_train``, ``y_train``, ``x_test``, ``y_test`` tensors (float32 images, int64 labels).
-    """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    # pixel values are counts 0..16 of the original 32x32 bitmaps' 4x4 cells
-    images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    labels = torch.as_tensor(digits.target, dtype=torch.int64)
-    images = F.interpolate(images, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
-    images = images.clamp_(0.0, 1.0).expand(-1, 3, -1, -1).contiguous()
-    idx_train, idx_test = train_test_split(
-        torch.arange(len(labels)).numpy(), test_size=0.25, stratify=labels.numpy(), random_state=seed
+def load_digits_images(seed: int, train_subset: int | None = None) -> dict:
+    """The digits as 3 x 32 x 32 images in [0, 1] (:func:`mode.datasets.digits`), a quarter of each class
+    held out for testing; ``train_subset`` keeps about that many training images."""
+    x_train, y_train, x_test, y_test = digits(
+        IMAGE_SIZE, 3, test_fraction=0.25, seed=seed, train_size=train_subset
     )
-    if train_subset is not None and train_subset < len(idx_train):
-        idx_train, _ = train_test_split(
-            idx_train, train_size=train_subset, stratify=labels.numpy()[idx_train], random_state=seed
-        )
-    idx_train, idx_test = torch.as_tensor(idx_train), torch.as_tensor(idx_test)
-    return {
-        "x_train": images[idx_train],
-        "y_train": labels[idx_train],
-        "x_test": images[idx_test],
-        "y_test": labels[idx_test],
-    }
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
 
 # ----------------------------------------------------------------------------------------- training

@@ -29,7 +29,7 @@ QUICK_DEPTHS = (10, 30, 100)
 #: scales with batch * dim alone); a batch well above 2 * dim makes autograd's stored activations,
 #: batch * (dim + hidden) floats per layer, outweigh a copy of the weights, 2 * dim * hidden per layer.
 FULL = Workload(batch=256, dim=32, hidden=1024)
-QUICK = Workload(batch=128, dim=32, hidden=512)
+QUICK = Workload(batch=128, dim=32, hidden=512, min_seconds=0.2)
 DEFAULT_OUT = Path("benchmarks") / "memory_depth"
 
 DEFINITIONS = {

@@ -6,7 +6,6 @@ by the way the momentum recursion is differentiated.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import momentumnet
@@ -32,9 +31,12 @@ class Workload:
     """Sizes of a run: ``Linear(dim, hidden) -> tanh -> Linear(hidden, dim)`` blocks, one per layer with
     its own weights, on a ``(batch, dim)`` float32 input, with momentum ``gamma``.
 
-    ``repeats`` is the number of timed training steps per method and depth, ``threads`` the number of
-    torch intra-op threads: on a machine shared with other jobs, more than one thread spends much of its
-    time waiting for the others at every operation, which swamps the differences being measured.
+    ``repeats`` is the least number of timed training steps per method and depth; rounds go on until
+    every method has spent ``min_seconds`` in timed steps (at most ``max_rounds``), so that shallow
+    networks, whose steps take milliseconds, get as many samples as the noise of the machine needs.
+    ``threads`` is the number of torch intra-op threads: on a machine shared with other jobs, more than
+    one thread spends much of its time waiting for the others at every operation, which swamps the
+    differences being measured.
     """
 
     batch: int
@@ -43,17 +45,8 @@ class Workload:
     gamma: float = 0.9
     repeats: int = 3
     threads: int = 1
-
-
-@contextlib.contextmanager
-def torch_threads(count: int):
-    """Run the body with ``count`` torch intra-op threads, then restore the previous number."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    min_seconds: float = 1.0
+    max_rounds: int = 200
 
 
 def make_blocks(depth: int, workload: Workload, seed: int, device: torch.device) -> list[torch.nn.Module]:

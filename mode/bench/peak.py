@@ -31,10 +31,10 @@ from mode.bench.methods import (
     forward_loss,
     make_blocks,
     make_input,
-    torch_threads,
 )
 from mode.bench.rss import MALLOC_ENV, reset_peak, status_bytes
 from mode.bench.summary import stack_bits_bound
+from mode.runtime import torch_threads
 
 
 def _before_step(device: torch.device) -> tuple[int, bool]:

@@ -26,8 +26,8 @@ from mode.bench.methods import (
     forward_loss,
     make_blocks,
     make_input,
-    torch_threads,
 )
+from mode.runtime import torch_threads
 
 
 def _sync(device: torch.device) -> None:
@@ -100,8 +100,8 @@ def _gradient_errors(nets: dict, blocks: list[torch.nn.Module], gamma: float, x,
 
 
 def measure_depth(depth: int, workload: Workload, seed: int, device: str) -> dict[str, dict]:
-    """Time ``workload.repeats`` training steps of every method and compare their gradients, on
-    ``workload.threads`` torch threads.
+    """Time training steps of every method (interleaved rounds, see :class:`Workload` for how many) and
+    compare their gradients, on ``workload.threads`` torch threads.
 
     Returns
     -------
@@ -130,11 +130,20 @@ def _measure_depth(depth: int, workload: Workload, seed: int, device: torch.devi
     }
     clock = getattr(time, clock_name(device.type, workload.threads))
     order = list(METHODS)
-    for round_ in range(workload.repeats):
+
+    def sampled_enough(rounds: int) -> bool:
+        if rounds < workload.repeats:
+            return False
+        least = min(sum(row["step_s_all"]) for row in rows.values())
+        return least >= workload.min_seconds or rounds >= workload.max_rounds
+
+    rounds = 0
+    while not sampled_enough(rounds):
         # Rotating the order spreads any cost of following a particular method over all methods.
-        shift = round_ % len(order)
+        shift = rounds % len(order)
         for method in order[shift:] + order[:shift]:
             rows[method]["step_s_all"].append(_step(nets[method], x, params, clock)[0])
+        rounds += 1
     for row in rows.values():
         row["step_s"] = statistics.median(row["step_s_all"])
     return rows

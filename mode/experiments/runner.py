@@ -10,16 +10,31 @@ import torch
 
 from mode.experiments.registry import EXPERIMENTS, Context
 from mode.records import environment, write_json
+from mode.runtime import torch_threads
 
 #: Experiment modules, in report order; each registers itself on import.
-MODULES = ()
+MODULES = (
+    "linear_maps",
+    "crossing_1d",
+    "parity",
+    "nested_rings",
+    "spheres",
+    "learning_to_optimize",
+    "discretizations",
+    "depth_limit",
+    "depth_sweep",
+    "memory_depth",
+)
 
 
 def load() -> dict:
-    """Import every experiment module and return the registry."""
+    """Import every experiment module and return the registry in report order (that of ``MODULES``;
+    experiments registered elsewhere follow)."""
     for name in MODULES:
         importlib.import_module(f"mode.experiments.{name}")
-    return EXPERIMENTS
+    # registration order is import order, which whoever imported a module first decided
+    rank = {f"mode.experiments.{name}": i for i, name in enumerate(MODULES)}
+    return dict(sorted(EXPERIMENTS.items(), key=lambda item: rank.get(item[1].run.__module__, len(rank))))
 
 
 def run_experiment(name: str, *, quick: bool = False, seed: int = 0, out="runs", data=None) -> dict:
@@ -32,7 +47,9 @@ def run_experiment(name: str, *, quick: bool = False, seed: int = 0, out="runs",
     context = Context(quick=quick, seed=seed, out=folder, data=None if data is None else Path(data))
     torch.manual_seed(seed)
     start = time.perf_counter()
-    result = exp.run(context)
+    with torch_threads(1):
+        result = exp.run(context)
+        env = environment()
     payload = {
         "experiment": name,
         "title": exp.title,
@@ -43,7 +60,7 @@ def run_experiment(name: str, *, quick: bool = False, seed: int = 0, out="runs",
         "criteria": result.get("criteria", {}),
         "figures": context.figures,
         "wall_time_s": time.perf_counter() - start,
-        "environment": environment(),
+        "environment": env,
     }
     payload["passed"] = all(c["passed"] for c in payload["criteria"].values())
     write_json(folder / "results.json", payload)

@@ -1059,7 +1059,9 @@ def _rotation(angle: float) -> np.ndarray:
     return np.array([[0.0, -angle], [angle, 0.0]])
 
 
-def _negative_determinant(n: int, rng: np.random.Generator) -> np.ndarray:
+def random_negative_determinant(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A standard normal ``n x n`` matrix with its first row negated if needed so that ``det < 0``: for odd
+    ``n`` not a real matrix exponential (Culver), the targets of LM checks and the linear-maps experiment."""
     M = rng.standard_normal((n, n))
     if np.linalg.det(M) > 0:
         M[0] *= -1
@@ -1099,7 +1101,7 @@ def check_culver() -> Verdict:
         wrong += has_real_logarithm(S @ M @ np.linalg.inv(S))
     # det(e^L) = e^{tr L} > 0, so a negative determinant excludes a real logarithm.
     for n in (3, 5, 7):
-        M = _negative_determinant(n, rng)
+        M = random_negative_determinant(n, rng)
         wrong += (np.linalg.det(M) >= 0) + has_real_logarithm(M)
     # Matrices built as e^L must be accepted.
     for n in (2, 4, 6):
@@ -1298,11 +1300,11 @@ def check_up_to_scale() -> Verdict:
         (np.array([[0.0, 1.0], [0.0, 0.0]]), math.inf),
     ]
     for n in (3, 5):
-        D = _negative_determinant(n, rng)
+        D = random_negative_determinant(n, rng)
         eigenvalues = np.linalg.eigvals(D)
         real_negative = eigenvalues[(np.abs(eigenvalues.imag) < 1e-12) & (eigenvalues.real < 0)].real
         cases.append((D, value / real_negative.min()))
-    singular = _negative_determinant(3, rng)
+    singular = random_negative_determinant(3, rng)
     singular[2] = singular[0] + singular[1]
     eigenvalues = np.linalg.eigvals(singular)
     real_negative = eigenvalues[(np.abs(eigenvalues.imag) < 1e-12) & (eigenvalues.real < -1e-9)].real

@@ -7,16 +7,14 @@ with its error text, and renders the results as an aligned table or a JSON repor
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
-import torch
-
 from mode.records import environment
+from mode.runtime import torch_threads
 from mode.theory.registry import CLAIMS, Claim, Verdict
 
 #: Every module that registers claims, one per topic of ``theory/``.
@@ -82,24 +80,12 @@ def matches(claim_id: str, prefixes: Iterable[str] | None) -> bool:
     return any(claim_id == p or claim_id.startswith(p.rstrip("-") + "-") for p in prefixes)
 
 
-@contextlib.contextmanager
-def _one_thread():
-    # The checks run on tensors of a few hundred numbers, where intra-op threads cost more than they save
-    # (several-fold on a loaded two-core machine); the caller's setting is restored afterwards.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def run_claim(claim: Claim) -> Result:
     """Run one check, single-threaded; an exception or a malformed return value is a failure carrying its
     error text."""
     start = time.perf_counter()
     try:
-        with _one_thread():
+        with torch_threads(1):
             verdict = claim.check()
         if not isinstance(verdict, Verdict) or not isinstance(verdict.passed, bool):
             raise TypeError(f"the check returned {verdict!r}, not a Verdict with a bool 'passed'")

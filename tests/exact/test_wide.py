@@ -40,3 +40,15 @@ def test_divmod_shifted_matches_python_ints(case):
     expected = [divmod(x * 2**k + y, n) for x, y in zip(e, b, strict=True)]
     assert quotient.tolist() == [q for q, _ in expected]
     assert remainder.tolist() == [m for _, m in expected]
+
+
+def test_mul_add_split_at_the_edges_of_each_path():
+    # k = 31 | 32, 41 | 42 switch between the direct, two-piece and limb products; extremes of r, s, n.
+    for k in (30, 31, 32, 34, 37, 40, 41, 42, 55):
+        for n in (1, (1 << k) - 1, (1 << min(k, 62 - k)) - 1, 3 << (k - 2)):
+            r = [0, 1, (1 << k) - 1, (1 << k) - 2, 12345 % (1 << k)]
+            s = [n - 1, 0, n - 1, n // 2, 0]
+            high, low = mul_add_split(torch.tensor(r), n, torch.tensor(s), k)
+            t = [a * n + c for a, c in zip(r, s, strict=True)]
+            assert high.tolist() == [x >> k for x in t], (k, n)
+            assert low.tolist() == [x & ((1 << k) - 1) for x in t], (k, n)
