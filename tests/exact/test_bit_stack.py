@@ -217,9 +217,7 @@ def storage_bounds(depth, n, k, bits):
     return lower, 64 + width + depth * rate + slack
 
 
-@pytest.mark.parametrize(
-    "depth", [1000, pytest.param(10_000, marks=pytest.mark.slow)], ids=lambda depth: f"L{depth}"
-)
+@pytest.mark.parametrize("depth", [1000, 10_000], ids=lambda depth: f"L{depth}")
 @pytest.mark.parametrize("gamma", [0.5, 0.9, 0.99, 0.999999])
 def test_deep_stacks_reverse_and_store_what_is_destroyed(gamma, depth):
     n, k = rational_gamma(gamma)
