@@ -22,10 +22,14 @@ from linear on :math:`[-1, 1]`: with PyTorch's default first layer (weights and 
 :math:`U[-1, 1]`) every tanh unit is nearly linear there and Adam settles at that linear value, so the
 first layer is drawn from :math:`U[-a, a]` with a wider :math:`a` (same initial MLP for every model).
 
-Measured (seeds 0-4, quick size): :math:`\gamma = 0.99` ends near :math:`10^{-3}` from every
-initialization; :math:`\gamma = 0.9` reaches :math:`10^{-3}` from some and stalls near 0.02 from others,
-below the linear bound but not below 0.01, so its criterion is the linear bound. The ResNet, trained at
-its own rate, lands anywhere from :math:`3 \cdot 10^{-4}` to 1/7: crossing is open to a discrete step.
+Measured (seeds 0-4, quick size, one initialization each): :math:`\gamma = 0.99` ends near
+:math:`10^{-3}` from every initialization; :math:`\gamma = 0.9` reaches :math:`10^{-3}` from some and
+stalls between 0.004 and 0.034 from others (seeds 1-3), sometimes above the linear bound. So each
+tied-weight network (ResNet and momentum alike) is trained from ``restarts`` initializations and the one
+with the lowest final training loss is kept (the evaluation quadrature plays no part in the choice);
+the NODE trains from the first, since no initialization takes it below its proven floor. The criterion
+for :math:`\gamma = 0.9` stays the linear bound. The ResNet, trained at its own rate, lands anywhere
+from :math:`3 \cdot 10^{-4}` to 1/7: crossing is open to a discrete step.
 
 The MSE is a Gauss-Legendre quadrature of :math:`\mathbb E`: its weights are positive and it integrates
 :math:`X^3, X^6` exactly, so the floor 1/7 holds for it exactly (Chebyshev's covariance inequality).
@@ -94,11 +98,13 @@ NETWORKS = {"ResNet": 0.0, **{f"momentum gamma={g}": g for g in GAMMAS}}
 #: multiplies the 15 slopes 1 + f'(x_n), so its loss is far steeper) and gets a tenth of them.
 QUICK = {
     "batch": 128,
+    "restarts": 3,
     "phases": {"momentum": [[0.2, 600], [0.02, 200]], "ResNet": [[0.02, 600], [0.002, 200]]},
     "node": {"lr": 0.02, "steps": 100, "rtol": 1e-3},
 }
 FULL = {
     "batch": 512,
+    "restarts": 3,
     "phases": {"momentum": [[0.2, 3000], [0.02, 1000]], "ResNet": [[0.02, 3000], [0.002, 1000]]},
     "node": {"lr": 0.02, "steps": 1000, "rtol": 1e-5},
 }
@@ -117,7 +123,7 @@ def run(context) -> dict:
     }
     T = settings["step"] * DEPTH
     init = torch.Generator().manual_seed(context.seed)
-    f0 = mlp(init, first_scale=FIRST_LAYER_SCALE)
+    starts = [mlp(init, first_scale=FIRST_LAYER_SCALE) for _ in range(settings["restarts"])]
     x_eval, w_eval = quadrature(settings["quadrature_nodes"])
 
     def loss_for(model_map):
@@ -133,16 +139,21 @@ def run(context) -> dict:
     metrics = {"first-order floor Var(-X^3)": floor}
     fields, maps = {}, {}
     for label, gamma in NETWORKS.items():
-        f = copy.deepcopy(f0)
-        net = mode.MomentumNet([f] * DEPTH, gamma=gamma, backprop="autograd")
-        loss_fn = loss_for(net)
-        for lr, steps in settings["phases"]["ResNet" if gamma == 0 else "momentum"]:
-            fit(loss_fn, f.parameters(), steps=steps, lr=lr, context=context, desc=label)
-        fields[label] = f
-        with torch.no_grad():
-            maps[label] = net(x_eval)
+        final_losses = []
+        for restart, start in enumerate(starts):
+            f = copy.deepcopy(start)
+            net = mode.MomentumNet([f] * DEPTH, gamma=gamma, backprop="autograd")
+            loss_fn = loss_for(net)
+            for lr, steps in settings["phases"]["ResNet" if gamma == 0 else "momentum"]:
+                history = fit(loss_fn, f.parameters(), steps=steps, lr=lr, context=context, desc=label)
+            final_losses.append(float(np.mean(history[-50:])))
+            if final_losses[-1] == min(final_losses):
+                fields[label] = f
+                with torch.no_grad():
+                    maps[label] = net(x_eval)
+                metrics[f"{label} restart kept"] = restart
     node_settings = settings["node"]
-    f = copy.deepcopy(f0)
+    f = copy.deepcopy(starts[0])
     fit(
         loss_for(lambda x: node_map(f, x, T=T, rtol=node_settings["rtol"])),
         f.parameters(),
@@ -165,7 +176,7 @@ def run(context) -> dict:
     linear_09 = metrics["best linear momentum field MSE, gamma=0.9 (theory)"]
     criteria = {
         "momentum gamma=0.99 MSE < 0.01": criterion(metrics["momentum gamma=0.99 MSE"], "<", 0.01),
-        # gamma = 0.9 reaches 1e-3 from some initialisations and stalls near 0.02 from others (seeds 1-3)
+        # gamma = 0.9 reaches 1e-3 from some initialisations and stalls at 0.004-0.034 from others
         "momentum gamma=0.9 MSE < best linear momentum field (theory)": criterion(
             metrics["momentum gamma=0.9 MSE"], "<", linear_09
         ),

@@ -68,6 +68,7 @@ REDUCED = {
         crossing_1d,
         {
             "batch": 128,
+            "restarts": 1,
             "phases": {"momentum": [[0.2, 250], [0.02, 50]], "ResNet": [[0.02, 50]]},
             "node": {"lr": 0.02, "steps": 10, "rtol": 1e-3},  # the NODE floor is a theorem at any step
         },
