@@ -244,6 +244,17 @@ def test_digits_are_split_per_class_and_kept_at_their_size():
     assert digits(size=16, channels=3)[0].shape[1:] == (3, 16, 16)
 
 
+def test_digits_training_subset_is_drawn_per_class_and_leaves_the_test_set_whole():
+    full = digits(test_fraction=0.25, seed=3)
+    x_train, y_train, x_test, y_test = digits(test_fraction=0.25, seed=3, train_size=320)
+    assert abs(len(y_train) - 320) <= 10  # rounded per class
+    assert torch.equal(x_test, full[2]) and torch.equal(y_test, full[3])
+    assert torch.bincount(y_train, minlength=10).min() >= 30  # every class keeps about its share
+    # the subset is made of training images only
+    rows = {tuple(row.flatten().tolist()) for row in full[0]}
+    assert all(tuple(row.flatten().tolist()) in rows for row in x_train)
+
+
 def test_cifar10_reads_a_local_copy_of_the_python_batches(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
         cifar10(tmp_path)
