@@ -25,6 +25,11 @@ def stack_bits_bound(depth: int, n: int, k: int) -> float:
     return depth * (k - math.log2(n))
 
 
+def activation_without_stack(row: dict) -> int:
+    """A row's activation bytes less its bit stack (the methods without one have ``stack_bytes`` None)."""
+    return row["activation_bytes"] - (row["stack_bytes"] or 0)
+
+
 def evaluate_targets(rows: list[dict]) -> dict[str, dict]:
     """Check the targets; each entry says what was compared, the measured ratios and ``met``.
 
@@ -36,10 +41,7 @@ def evaluate_targets(rows: list[dict]) -> dict[str, dict]:
     reversible, reference = _by_method(rows, "reversible"), _by_method(rows, REFERENCE)
     low, high = min(reversible), max(reversible)
 
-    def without_stack(depth: int) -> int:
-        return reversible[depth]["activation_bytes"] - reversible[depth]["stack_bytes"]
-
-    flat = without_stack(high) / without_stack(low)
+    flat = activation_without_stack(reversible[high]) / activation_without_stack(reversible[low])
     stack = {
         depth: row["stack_bits_per_coordinate"] / row["stack_bits_bound"] for depth, row in reversible.items()
     }
