@@ -96,3 +96,15 @@ def test_cli_help(capsys):
     text = capsys.readouterr().out
     for option in ("--quick", "--depths", "--seed", "--out", "--device", "--threads"):
         assert option in text
+
+
+def test_timed_rounds_go_on_until_min_seconds_or_max_rounds():
+    from dataclasses import replace
+
+    from mode.bench.steps import measure_depth
+
+    small = replace(TINY, batch=16, hidden=32)
+    capped = measure_depth(2, replace(small, repeats=1, min_seconds=1e9, max_rounds=3), seed=0, device="cpu")
+    assert {len(row["step_s_all"]) for row in capped.values()} == {3}
+    enough = measure_depth(2, replace(small, repeats=2, min_seconds=0.0), seed=0, device="cpu")
+    assert {len(row["step_s_all"]) for row in enough.values()} == {2}
