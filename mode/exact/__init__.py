@@ -1,28 +1,26 @@
-"""Exact fixed-point arithmetic for bit-for-bit reversible Momentum ResNet layers.
+"""Exact arithmetic for bit-for-bit reversible integration.
 
-Activations are int64 fixed-point numbers (:mod:`mode.exact.fixed_point`) and the momentum multiply by
-``gamma = n / 2**k`` keeps the bits it destroys in a :class:`BitStack` (:mod:`mode.exact.bit_stack`),
-following Maclaurin, Duvenaud & Adams (2015), Alg. 3.
+States are held in block floating point (:mod:`mode.exact.block_float`: int64 mantissas, one exponent per
+sample, changed exactly) and the multiply by ``gamma = n / 2**k`` and every right shift keep the bits they
+destroy in a :class:`BitStack` (:mod:`mode.exact.bit_stack`), following Maclaurin, Duvenaud & Adams
+(2015), Alg. 3. :mod:`mode.exact.fusion` compiles the per-layer kernels.
 """
 
 from mode.exact.bit_stack import BitStack
-from mode.exact.fixed_point import (
-    LIMIT_BITS,
-    FixedPointRangeError,
-    RangeGuard,
-    dequantize,
-    dyadic_gamma,
-    quantize,
-    rational_gamma,
-)
+from mode.exact.block_float import FixedPointRangeError, decode, encode
+from mode.exact.fusion import compile_enabled, compile_seconds, set_compile
+from mode.exact.gamma import dyadic_gamma, rational_gamma
+from mode.exact.state import ExactState
 
 __all__ = [
-    "LIMIT_BITS",
     "BitStack",
+    "ExactState",
     "FixedPointRangeError",
-    "RangeGuard",
-    "dequantize",
+    "compile_enabled",
+    "compile_seconds",
+    "decode",
     "dyadic_gamma",
-    "quantize",
+    "encode",
     "rational_gamma",
+    "set_compile",
 ]

@@ -32,6 +32,15 @@ The last term is the slack over the information actually destroyed: small when `
 with small ``m`` (``m < 8`` only for ``k >= 48``, see :func:`chunk_width`) or with ``1 - n/d`` far
 below ``2**-m`` the worst-case bound grows by about ``d`` per multiply while it is small, and that
 rounding, not ``L log2(r)``, can dominate.
+
+Besides the multiply, the stack takes plain bit pushes (:meth:`BitStack.push_bits`): a right shift by
+``s`` bits keeps the ``s`` bits it drops, which is how a block-floating-point exponent grows exactly
+(:mod:`mode.exact.block_float`); the bound then grows by ``2**s``.
+
+The arithmetic on the live word is in pure functions (:func:`multiply_word`, :func:`divide_word`,
+:func:`push_bits_word`, :func:`pop_bits_word`) so that a caller can fuse it with its own elementwise
+work (:mod:`mode.exact.fusion`); :meth:`BitStack.reserve` and :meth:`BitStack.release` do the
+bookkeeping (spills, bound, history) around such a fused call.
 """
 
 from __future__ import annotations
@@ -41,17 +50,17 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mode.exact.wide import WORD_BITS, divmod_shifted, mul_add_split
+from mode.exact.wide import WORD_BITS, divmod_shifted, floor_divmod, mul_add_split
 
 _CHUNK_DTYPES = {32: torch.int32, 16: torch.int16, 8: torch.int8}
 
 
 @dataclass(frozen=True)
 class _Record:
-    """What one multiply did, so that the matching divide can undo it."""
+    """What one push did (a multiply by ``n / 2**k``, or ``bits`` plain bits), so its undo can check it
+    and restore the spilled chunks and the bound."""
 
-    n: int
-    k: int
+    op: tuple
     width: int
     spilled: int
     bound: int
@@ -81,8 +90,56 @@ def chunk_width(k: int) -> int:
     return (roomy or fitting)[0]
 
 
+#: A plain push drops at most this many bits from a value; a larger shift stores the whole value.
+MAX_PUSH_BITS = 62
+_WHOLE = 1 << (MAX_PUSH_BITS - 1)  # offset making a value with |y| < 2**61 a digit in [0, 2**62)
+
+
+def multiply_word(word: Tensor, v: Tensor, n: int, k: int) -> tuple[Tensor, Tensor]:
+    """The exact multiply on the live word: ``s <- B mod n``, ``B <- B // n``, ``x <- v n + s``,
+    ``B <- B 2**k + (x mod 2**k)``, ``v <- x // 2**k``; returns ``(B, v)``. The caller guarantees room
+    (:meth:`BitStack.reserve`)."""
+    d = 1 << k
+    word, digit = floor_divmod(word, n)
+    # v*n + s = (v >> k)*n*d + (low*n + s) with low = v mod d, so only low*n + s needs wide arithmetic.
+    carry, pushed = mul_add_split(v & (d - 1), n, digit, k)
+    return torch.add(pushed, word, alpha=d), torch.add(carry, v >> k, alpha=n)  # word*d | pushed
+
+
+def divide_word(word: Tensor, v: Tensor, n: int, k: int) -> tuple[Tensor, Tensor]:
+    """Undo :func:`multiply_word`: ``x <- v 2**k + (B mod 2**k)``, ``B <- B // 2**k``,
+    ``B <- B n + (x mod n)``, ``v <- x // n``; returns ``(B, v)``."""
+    d = 1 << k
+    high, low = floor_divmod(v, n)
+    # v*d + b = high*n*d + (low*d + b) with low = v mod n, so only low*d + b needs wide arithmetic.
+    quotient, digit = divmod_shifted(low, word & (d - 1), n, k)
+    return torch.add(digit, word >> k, alpha=n), torch.add(quotient, high, alpha=d)
+
+
+def push_bits_word(word: Tensor, y: Tensor, shift: Tensor) -> tuple[Tensor, Tensor]:
+    """Shift ``y`` right by ``shift >= 0`` (per coordinate, broadcast) keeping the dropped bits:
+    ``B <- B 2**s + (y mod 2**s)``, ``y <- y // 2**s``. A shift beyond ``MAX_PUSH_BITS - 1`` bits, which
+    leaves nothing of ``|y| < 2**61``, pushes ``y + 2**61`` on ``MAX_PUSH_BITS`` bits and leaves ``0``:
+    no push is wider than the value it stores. Returns ``(B, y)``."""
+    whole = shift >= MAX_PUSH_BITS
+    part = shift.clamp(max=MAX_PUSH_BITS - 1)
+    width = shift.clamp(max=MAX_PUSH_BITS)
+    digit = torch.where(whole, y + _WHOLE, y & ((torch.ones_like(part) << part) - 1))
+    return (word << width) | digit, torch.where(whole, torch.zeros_like(y), y >> part)
+
+
+def pop_bits_word(word: Tensor, y: Tensor, shift: Tensor) -> tuple[Tensor, Tensor]:
+    """Undo :func:`push_bits_word`; returns ``(B, y)``."""
+    whole = shift >= MAX_PUSH_BITS
+    part = shift.clamp(max=MAX_PUSH_BITS - 1)
+    width = shift.clamp(max=MAX_PUSH_BITS)
+    digit = word & ((torch.ones_like(width) << width) - 1)
+    return word >> width, torch.where(whole, digit - _WHOLE, (y << part) | digit)
+
+
 class BitStack:
-    """Per-coordinate information buffer making ``v * n / 2**k`` exactly invertible on int64 tensors.
+    """Per-coordinate information buffer making ``v * n / 2**k`` and right shifts exactly invertible on
+    int64 tensors.
 
     Parameters
     ----------
@@ -92,14 +149,14 @@ class BitStack:
     Notes
     -----
     The buffer has no depth limit. Chunks are spilled only when a push could overflow the word,
-    and each multiply records how many it spilled, so :meth:`divide` undoes multiplies in exact
-    reverse order. See the module docstring for the storage bound.
+    and each push records how many it spilled, so the undo operations run in exact reverse order.
+    See the module docstring for the storage bound.
     """
 
     def __init__(self, like: Tensor) -> None:
         if not isinstance(like, Tensor):
             raise TypeError(f"like must be a torch.Tensor, got {type(like).__name__}")
-        self._word = torch.zeros_like(like, dtype=torch.int64)
+        self.word = torch.zeros_like(like, dtype=torch.int64)
         self._bound = 0
         self._chunks: list[Tensor] = []
         self._chunk_bits = 0
@@ -113,7 +170,7 @@ class BitStack:
         return twin
 
     def __len__(self) -> int:
-        """Number of multiplies not yet undone."""
+        """Number of pushes not yet undone."""
         return len(self._history)
 
     def bits_per_coordinate(self) -> int:
@@ -122,34 +179,107 @@ class BitStack:
 
     def nbytes(self) -> int:
         """Bytes of tensor storage held: the live word and every chunk, over all coordinates."""
-        return self._word.nbytes + sum(chunk.nbytes for chunk in self._chunks)
+        return self.word.nbytes + sum(chunk.nbytes for chunk in self._chunks)
 
     def is_empty(self) -> bool:
-        """Whether nothing is recorded: zero live word, no chunks, no multiplies (syncs the device)."""
-        return not self._history and not self._chunks and not bool(self._word.any())
+        """Whether nothing is recorded: zero live word, no chunks, no pushes (syncs the device)."""
+        return not self._history and not self._chunks and not bool(self.word.any())
 
     def _check_v(self, v: Tensor) -> None:
         if not isinstance(v, Tensor) or v.dtype != torch.int64:
             raise TypeError(f"v must be an int64 torch.Tensor, got {getattr(v, 'dtype', type(v).__name__)}")
-        if v.shape != self._word.shape or v.device != self._word.device:
+        if v.shape != self.word.shape or v.device != self.word.device:
             raise ValueError(
-                f"v must have the stack's shape {tuple(self._word.shape)} on {self._word.device}, "
+                f"v must have the stack's shape {tuple(self.word.shape)} on {self.word.device}, "
                 f"got {tuple(v.shape)} on {v.device}"
             )
 
     def _spill(self, width: int) -> None:
         # Offsetting by 2**(w-1) maps [0, 2**w) onto the signed range of the w-bit dtype.
         offset = 1 << (width - 1)
-        chunk = (self._word & ((1 << width) - 1)) - offset
+        chunk = (self.word & ((1 << width) - 1)) - offset
         self._chunks.append(chunk.to(_CHUNK_DTYPES[width]))
-        self._word = self._word >> width
+        self.word = self.word >> width
         self._bound >>= width
         self._chunk_bits += width
 
     def _absorb(self, width: int) -> None:
         chunk = self._chunks.pop().to(torch.int64) + (1 << (width - 1))
-        self._word = (self._word << width) | chunk
+        self.word = (self.word << width) | chunk
         self._chunk_bits -= width
+
+    @staticmethod
+    def _grown(bound: int, ops: tuple) -> int:
+        """The word's bound after ``ops``: each multiply maps it to ``(U // n + 1) 2**k - 1``, each plain
+        push of ``b`` bits to ``(U + 1) 2**b - 1``; both only grow it."""
+        for op in ops:
+            if op[0] == "multiply":
+                bound = (bound // op[1] + 1) * (1 << op[2]) - 1
+            else:
+                bound = ((bound + 1) << op[1]) - 1
+        return bound
+
+    def fits(self, *ops: tuple) -> bool:
+        """Whether ``ops`` fit the word once everything is spilled, i.e. :meth:`reserve` can take them as
+        one push."""
+        return self._grown(0, ops) < 1 << WORD_BITS
+
+    def reserve(self, *ops: tuple) -> None:
+        """Make room for a push and record it. Each op is ``("multiply", n, k)`` or ``("bits", b)``
+        (``b`` the widest plain push of any coordinate, at most ``MAX_PUSH_BITS``); several ops are one
+        push that a fused kernel applies in that order.
+
+        Spills chunks while the data-independent bound says the push could overflow the word, so the
+        undo can replay the schedule without reading the data. The caller then applies the matching
+        word functions (:func:`multiply_word`, :func:`push_bits_word`) and assigns :attr:`word`.
+
+        Raises
+        ------
+        ValueError
+            If an op is malformed, or the ops do not fit one word (:meth:`fits`).
+        """
+        width = 32
+        for op in ops:
+            if op[0] == "multiply" and len(op) == 3:
+                _check_factor(op[1], op[2])
+                width = min(width, chunk_width(op[2]))
+            elif not (op[0] == "bits" and len(op) == 2 and op[1] in range(MAX_PUSH_BITS + 1)):
+                raise ValueError(f"op must be ('multiply', n, k) or ('bits', b), 0 <= b <= 62, got {op!r}")
+        if not self.fits(*ops):
+            raise ValueError(f"{ops!r} do not fit one {WORD_BITS}-bit word: reserve them one by one")
+        bound, spilled = self._bound, 0
+        while self._grown(self._bound, ops) >= 1 << WORD_BITS:
+            self._spill(width)
+            spilled += 1
+        self._history.append(_Record(op=ops, width=width, spilled=spilled, bound=bound))
+        self._bound = self._grown(self._bound, ops)
+
+    def top(self) -> tuple:
+        """The ops of the most recent push not yet undone."""
+        if not self._history:
+            raise IndexError("the BitStack holds no push")
+        return self._history[-1].op
+
+    def release(self, *ops: tuple) -> None:
+        """Close the undo of the most recent push, which must be ``ops``: restore the chunks it spilled.
+        The caller applied the matching undo (:func:`divide_word`, :func:`pop_bits_word`) first.
+
+        Raises
+        ------
+        IndexError
+            If no push is left to undo.
+        ValueError
+            If ``op`` differs from the recorded push.
+        """
+        if not self._history:
+            raise IndexError("undo on an empty BitStack: there is no push left to undo")
+        record = self._history[-1]
+        if record.op != ops:
+            raise ValueError(f"undo of {ops!r} does not match the last push {record.op!r}")
+        self._history.pop()
+        for _ in range(record.spilled):
+            self._absorb(record.width)
+        self._bound = record.bound
 
     def multiply(self, v: Tensor, n: int, k: int) -> Tensor:
         """Return ``v * n / 2**k`` rounded so that :meth:`divide` recovers ``v`` exactly.
@@ -161,8 +291,7 @@ class BitStack:
         Parameters
         ----------
         v : Tensor
-            int64, shaped like the stack, with ``|v| < 2**62`` (fixed-point values satisfy
-            ``|v| < 2**LIMIT_BITS``).
+            int64, shaped like the stack, with ``|v| < 2**62``.
         n, k : int
             The factor ``n / 2**k`` with ``0 < n < 2**k`` and ``k <= 55``.
 
@@ -172,67 +301,48 @@ class BitStack:
             The product, int64.
         """
         self._check_v(v)
-        _check_factor(n, k)
-        width = chunk_width(k)
-        d = 1 << k
-        bound = self._bound
-        spilled = 0
-        while (self._bound // n + 1) * d > 1 << WORD_BITS:
-            self._spill(width)
-            spilled += 1
-        self._history.append(_Record(n=n, k=k, width=width, spilled=spilled, bound=bound))
-        # One integer division (the costliest elementwise op here); the remainder follows from it.
-        # Products with the constants go through add(..., alpha=c): one kernel instead of two.
-        word = torch.div(self._word, n, rounding_mode="floor")
-        digit = torch.add(self._word, word, alpha=-n)
-        # v*n + s = (v >> k)*n*d + (low*n + s) with low = v mod d, so only low*n + s needs wide arithmetic.
-        carry, pushed = mul_add_split(v & (d - 1), n, digit, k)
-        self._word = torch.add(pushed, word, alpha=d)  # word*d | pushed, as pushed < d
-        self._bound = (self._bound // n + 1) * d - 1
-        return torch.add(carry, v >> k, alpha=n)
+        self.reserve(("multiply", n, k))
+        self.word, v = multiply_word(self.word, v, n, k)
+        return v
 
     def divide(self, v: Tensor, n: int, k: int) -> Tensor:
         """Undo the most recent :meth:`multiply`, which must have used the same ``n`` and ``k``.
 
-        Implements ``x <- v*d + (B mod d)``, ``B <- B // d``, ``B <- B*n + (x mod n)``, ``v <- x // n``
-        with ``d = 2**k``, then restores the chunks that multiply spilled. ``v`` must be the value that
-        multiply returned; any other value gives an unrelated result.
-
-        Parameters
-        ----------
-        v : Tensor
-            int64, shaped like the stack.
-        n, k : int
-            The factor of the multiply being undone.
-
-        Returns
-        -------
-        Tensor
-            The ``v`` that was passed to that multiply, bit for bit.
+        ``v`` must be the value that multiply returned; any other value gives an unrelated result.
 
         Raises
         ------
         IndexError
-            If no multiply is left to undo.
+            If no push is left to undo.
         ValueError
             If ``(n, k)`` differs from the recorded factor, or ``n == 0``.
         """
         self._check_v(v)
         _check_factor(n, k)
+        if self._history and self._history[-1].op != (("multiply", n, k),):
+            raise ValueError(
+                f"divide(n={n}, k={k}) does not match the last push {self._history[-1].op!r}"
+            )
         if not self._history:
             raise IndexError("divide on an empty BitStack: there is no multiply left to undo")
-        record = self._history[-1]
-        if (record.n, record.k) != (n, k):
-            raise ValueError(
-                f"divide(n={n}, k={k}) does not match the last multiply (n={record.n}, k={record.k})"
-            )
-        self._history.pop()
-        d = 1 << k
-        high = torch.div(v, n, rounding_mode="floor")
-        # v*d + b = high*n*d + (low*d + b) with low = v mod n, so only low*d + b needs wide arithmetic.
-        quotient, digit = divmod_shifted(torch.add(v, high, alpha=-n), self._word & (d - 1), n, k)
-        self._word = torch.add(digit, self._word >> k, alpha=n)
-        for _ in range(record.spilled):
-            self._absorb(record.width)
-        self._bound = record.bound
-        return torch.add(quotient, high, alpha=d)
+        self.word, v = divide_word(self.word, v, n, k)
+        self.release(("multiply", n, k))
+        return v
+
+    def push_bits(self, y: Tensor, shift: Tensor) -> Tensor:
+        """``y // 2**shift`` per coordinate (``shift >= 0`` broadcast to ``y``), keeping the dropped bits;
+        :meth:`pop_bits` undoes it. ``|y| < 2**61``."""
+        self._check_v(y)
+        widest = int(shift.clamp(max=MAX_PUSH_BITS).max()) if shift.numel() else 0
+        self.reserve(("bits", widest))
+        self.word, y = push_bits_word(self.word, y, shift)
+        return y
+
+    def pop_bits(self, y: Tensor, shift: Tensor) -> Tensor:
+        """Undo the most recent :meth:`push_bits`, given its result ``y`` and the same ``shift``."""
+        self._check_v(y)
+        if not self._history or len(self._history[-1].op) != 1 or self._history[-1].op[0][0] != "bits":
+            raise ValueError("pop_bits does not match the last push")
+        self.word, y = pop_bits_word(self.word, y, shift)
+        self.release(*self._history[-1].op)
+        return y

@@ -81,13 +81,49 @@ def divmod_shifted(e: Tensor, b: Tensor, n: int, k: int) -> tuple[Tensor, Tensor
     top = max(k - digit, 0)
     # Leading digit: b >> top already has at most k - top bits.
     remainder = torch.add(b >> top if top else b, e, alpha=1 << (k - top))  # e * 2**(k-top) | b >> top
-    quotient = torch.div(remainder, n, rounding_mode="floor")
-    remainder = torch.add(remainder, quotient, alpha=-n)
+    quotient, remainder = floor_divmod(remainder, n)
     while top > 0:
         width = min(digit, top)
         top -= width
-        remainder = (remainder << width) | ((b >> top) & ((1 << width) - 1))
-        step = torch.div(remainder, n, rounding_mode="floor")
-        remainder = torch.add(remainder, step, alpha=-n)
+        step, remainder = floor_divmod((remainder << width) | ((b >> top) & ((1 << width) - 1)), n)
         quotient = (quotient << width) | step
+    return quotient, remainder
+
+
+#: Smallest divisor for which :func:`floor_divmod_estimated` is proved exact on int64 operands.
+ESTIMATE_MIN_DIVISOR = 1 << 12
+
+
+def floor_divmod(a: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """Floor ``divmod(a, n)`` of int64 ``a`` by a constant ``0 < n``, exactly.
+
+    One int64 division, except on GPUs, where integer division is emulated in many instructions and the
+    float64 estimate of :func:`floor_divmod_estimated` is used for ``n >= 2**12``.
+    (On the CPUs measured, a compiled scalar loop with the hardware division beat the estimate, 312 us
+    against 372 us for a multiply of 65536 coordinates.) Both are exact, so the paths agree bit for bit.
+    """
+    if n >= ESTIMATE_MIN_DIVISOR and a.is_cuda:
+        return floor_divmod_estimated(a, n)
+    quotient = torch.div(a, n, rounding_mode="floor")
+    return quotient, torch.add(a, quotient, alpha=-n)
+
+
+def floor_divmod_estimated(a: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    r"""Floor ``divmod(a, n)`` from a float64 quotient estimate and an exact integer correction.
+
+    Valid for ``2**12 <= n < 2**53`` and int64 ``-2**62 <= a < 2**63``. Proof: with :math:`u = 2^{-53}`,
+    ``float(a) * float(1/n)`` is :math:`(a/n)(1 + \delta)` with :math:`|\delta| < 3.01 u` (three roundings:
+    the conversion of ``a``, the reciprocal and the product), so it is within
+    :math:`3.01 \cdot 2^{-53} \cdot 2^{63} / 2^{12} < 0.76` of :math:`a / n` and its floor lies in
+    :math:`\{q - 1, q, q + 1\}` with :math:`q = \lfloor a/n \rfloor`. Starting one below, the estimate
+    :math:`\hat q \in \{q-2, q-1, q\}` gives :math:`r = a - \hat q n \in [0, 3n)`, and two conditional
+    steps bring ``r`` into ``[0, n)``. No product overflows: :math:`\hat q n \le q n \le a` and
+    :math:`\hat q n > a - 3n \ge -2^{63}`.
+    """
+    quotient = torch.floor(a.to(torch.float64) * (1.0 / n)).to(torch.int64) - 1
+    remainder = torch.add(a, quotient, alpha=-n)
+    for _ in range(2):
+        over = remainder >= n
+        quotient = torch.where(over, quotient + 1, quotient)
+        remainder = torch.where(over, remainder - n, remainder)
     return quotient, remainder

@@ -1,12 +1,11 @@
 """Neural-network modules: ``MomentumNet`` and its exact reversible backward pass."""
 
 from mode.nn.convert import MomentumModuleList, MomentumSequential, from_momentum, to_momentum
-from mode.nn.momentum_net import BACKPROP_MODES, DEFAULT_FRAC_BITS, MomentumNet
+from mode.nn.momentum_net import BACKPROP_MODES, MomentumNet
 from mode.nn.reversible import ReconstructionError
 
 __all__ = [
     "BACKPROP_MODES",
-    "DEFAULT_FRAC_BITS",
     "MomentumModuleList",
     "MomentumNet",
     "MomentumSequential",

@@ -123,7 +123,7 @@ def to_momentum(model: torch.nn.Module, gamma=0.9, backprop="reversible", layers
         Dotted paths of the ``nn.Sequential`` / ``nn.ModuleList`` containers to convert, every block of
         each; a block that changes the shape raises ``ValueError`` naming it at the first forward.
     **net_kwargs
-        Further :class:`MomentumNet` arguments (``frac_bits``, ``gamma_bits``, ``segments``, ...).
+        Further :class:`MomentumNet` arguments (``gamma_bits``, ``segments``, ...).
 
     Returns
     -------

@@ -8,15 +8,14 @@ import weakref
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from mode.exact import RangeGuard, dyadic_gamma, rational_gamma
 from mode.nn.layer_state import CallMode, capture, replayed
 from mode.nn.reversible import Recursion, ReversiblePass, call_block, reversed_input, undo_layer
 from mode.ode import check_gamma, check_positive, check_steps, gamma_from_eps
+from mode.schemes.momentum import MomentumCoefficients
 
 BACKPROP_MODES = ("autograd", "reversible", "checkpoint")
-#: Fractional bits of the fixed-point grid per input dtype: finer than the dtype's own rounding near 1,
-#: with room for |x|, |v| < 2**(61 - q): about 5e8 in float32 and 1.3e5 in float64.
-DEFAULT_FRAC_BITS = {torch.float32: 32, torch.float64: 44}
+#: Input dtypes of the reversible mode.
+EXACT_DTYPES = (torch.float32, torch.float64)
 
 
 class _Function(torch.nn.Module):
@@ -127,7 +126,6 @@ class MomentumNet(torch.nn.Module):
         backprop="reversible",
         v0=None,
         *,
-        frac_bits=None,
         gamma_rel_tol=1e-9,
         gamma_bits=None,
         segments=None,
@@ -138,21 +136,17 @@ class MomentumNet(torch.nn.Module):
         if (gamma is None) == (eps is None):
             raise ValueError("give exactly one of gamma and eps")
         self.gamma = check_gamma(gamma) if eps is None else gamma_from_eps(eps, self.step)
-        if gamma_bits is None:
-            self.n, self.k = rational_gamma(self.gamma, rel_tol=gamma_rel_tol, max_bits=53)
-        else:
-            self.n, self.k = dyadic_gamma(self.gamma, gamma_bits)
+        self.rule = MomentumCoefficients.from_gamma(
+            self.gamma, self.step, rel_tol=gamma_rel_tol, bits=gamma_bits
+        )
         if backprop not in BACKPROP_MODES:
             raise ValueError(f"backprop must be one of {BACKPROP_MODES}, got {backprop!r}")
-        if backprop == "reversible" and self.n == 0:
+        if backprop == "reversible" and self.rule.n == 0:
             raise ValueError(
                 "gamma = 0 is the plain ResNet, which forgets v and has no inverse: "
                 "use backprop='autograd' or 'checkpoint'"
             )
         self.backprop = backprop
-        if frac_bits is not None and not (isinstance(frac_bits, int) and 0 <= frac_bits <= 60):
-            raise ValueError(f"frac_bits must be an integer in [0, 60], got {frac_bits!r}")
-        self.frac_bits = frac_bits
         self.segments = (
             math.isqrt(len(self.blocks) - 1) + 1 if segments is None else check_steps(segments, "segments")
         )
@@ -170,9 +164,19 @@ class MomentumNet(torch.nn.Module):
         return len(self.blocks)
 
     @property
+    def n(self) -> int:
+        """Numerator of the exact :math:`\\gamma = n / 2^k`."""
+        return self.rule.n
+
+    @property
+    def k(self) -> int:
+        """Denominator exponent of the exact :math:`\\gamma = n / 2^k`."""
+        return self.rule.k
+
+    @property
     def gamma_effective(self) -> float:
         """The exact rational :math:`n / 2^k` every backprop mode multiplies by."""
-        return self.n / 2**self.k
+        return self.rule.gamma
 
     @property
     def eps(self) -> float:
@@ -206,12 +210,8 @@ class MomentumNet(torch.nn.Module):
         return (x, v) if return_velocity else x
 
     def _steps(self, start, stop, x, v, args, kwargs):
-        gamma, h = self.gamma_effective, self.step
-        one_minus_gamma = (2**self.k - self.n) / 2**self.k
         for i in range(start, stop):
-            fx = call_block(self.blocks[i], i, x, args, kwargs)
-            v = gamma * v + one_minus_gamma * fx if gamma else fx
-            x = x + h * v
+            x, v = self.rule.float_step(x, v, call_block(self.blocks[i], i, x, args, kwargs))
         return x, v
 
     def _checkpointed(self, x, v, args, kwargs):
@@ -246,18 +246,14 @@ class MomentumNet(torch.nn.Module):
         return run
 
     def _recursion(self, x, args, kwargs) -> Recursion:
-        if x.dtype not in DEFAULT_FRAC_BITS:
+        if x.dtype not in EXACT_DTYPES:
             raise TypeError(
                 f"backprop='reversible' runs on float32 or float64 inputs, got {x.dtype}; cast the input "
                 "(blocks may still compute in lower precision)"
             )
-        frac_bits = DEFAULT_FRAC_BITS[x.dtype] if self.frac_bits is None else self.frac_bits
         return Recursion(
             blocks=list(self.blocks),
-            n=self.n,
-            k=self.k,
-            step=self.step,
-            frac_bits=frac_bits,
+            rule=self.rule,
             args=args,
             kwargs=kwargs,
             block_params=[
@@ -281,7 +277,7 @@ class MomentumNet(torch.nn.Module):
         """The :class:`~mode.exact.BitStack` of the last reversible forward while its output is alive, else
         ``None``; full after the forward, emptied again by the backward pass."""
         run = self._last[0]() if self._last is not None else None
-        return None if run is None else run.record.stack
+        return None if run is None else run.record.state.stack
 
     @torch.no_grad()
     def inverse(self, x, v):
@@ -307,13 +303,11 @@ class MomentumNet(torch.nn.Module):
             raise ValueError("x or v was modified in place after the forward: it cannot be inverted exactly")
         if record.layer:
             record = record.clone()
-            guard = RangeGuard()
 
             def evaluate(i, x):
                 with rec.mode.applied():
                     return call_block(rec.blocks[i], i, x, rec.args, rec.kwargs).detach()
 
             while record.layer:
-                undo_layer(rec, record, evaluate, guard)
-            guard.raise_if_violated("MomentumNet.inverse")
-        return reversed_input(rec, record)
+                undo_layer(rec, record, evaluate)
+        return reversed_input(record)

@@ -1,19 +1,10 @@
 r"""Exact, memory-free backpropagation through the momentum recursion.
 
-Forward, with :math:`x, v` held as fixed-point integers :math:`X = x\, 2^q`, :math:`V = v\, 2^q` and the
-momentum an exact rational :math:`\gamma = n / 2^k`:
-
-.. math::
-   V_{i+1} = \gamma \odot V_i + [\, (1 - \gamma)\, f_i(x_i)\, 2^q \,], \qquad
-   X_{i+1} = X_i + [\, h V_{i+1} \,],
-
-where :math:`[\cdot]` rounds to an integer and :math:`\gamma \odot` is the exact multiplication of
-:class:`mode.exact.BitStack`, which keeps the bits it destroys. Every step is then a bijection of integer
-states, undone exactly by
-
-.. math::
-   X_i = X_{i+1} - [\, h V_{i+1} \,], \qquad
-   V_i = \gamma^{-1} \odot \big(V_{i+1} - [\, (1 - \gamma) f_i(x_i)\, 2^q \,]\big).
+Forward, with :math:`x, v` held in block floating point (int64 mantissas, one exponent per sample,
+:class:`mode.exact.ExactState`) and the momentum an exact rational :math:`\gamma = n / 2^k`, every layer
+applies the momentum scheme's exact step
+(:meth:`mode.schemes.momentum.MomentumCoefficients.exact_step`): a bijection of integer states that keeps
+the bits it destroys on a bit stack, undone exactly by its inverse.
 
 Backward walks the layers from :math:`L` down to 1. At layer :math:`i` it rebuilds :math:`x_i`, evaluates
 :math:`f_i(x_i)` once with graph, uses that value both to rebuild :math:`v_i` and for the vector-Jacobian
@@ -45,8 +36,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from mode.exact import BitStack, RangeGuard, dequantize, quantize
+from mode.exact import ExactState
 from mode.nn.layer_state import CallMode, LayerState, capture, replayed
+from mode.schemes.momentum import MomentumCoefficients
 
 
 class ReconstructionError(RuntimeError):
@@ -58,73 +50,29 @@ class Recursion:
     """The fixed parameters of one forward call (everything but the tensors autograd tracks)."""
 
     blocks: list
-    n: int  # gamma = n / 2**k exactly
-    k: int
-    step: float
-    frac_bits: int
+    rule: MomentumCoefficients
     args: tuple
     kwargs: dict
     block_params: list[list[torch.nn.Parameter]]  # per block, those that require grad
     mode: CallMode
 
-    @property
-    def gamma(self) -> float:
-        return self.n / 2**self.k
-
-    @property
-    def one_minus_gamma(self) -> float:
-        return (2**self.k - self.n) / 2**self.k
-
 
 @dataclass
 class ExactRecord:
-    """Integer state of the recursion after ``layer`` blocks, with what is needed to walk it back."""
+    """Exact state of the recursion after ``layer`` blocks, with what is needed to walk it back."""
 
-    x: torch.Tensor
-    v: torch.Tensor
-    stack: BitStack
+    state: ExactState
     layer: int
     states: list[LayerState | None]
     # The forward's inputs (v0 None: zero), referenced, not copied: their bits below the grid are not part
     # of the recursion, and inverse() returns them from here; the versions detect a later in-place change.
     inputs: tuple[torch.Tensor, torch.Tensor | None]
     versions: tuple[int, int | None]
-    checksum: tuple[torch.Tensor, torch.Tensor]
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.inputs[0].dtype
+    checksum: torch.Tensor
 
     def clone(self) -> ExactRecord:
-        """An independent record to walk back (the tensors are never modified in place, so shared)."""
-        return replace(self, stack=self.stack.copy(), states=list(self.states))
-
-
-def _checksum(x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    # int64 sums wrap modulo 2**64 identically in both passes: a cheap fingerprint, no host sync here
-    return x.sum(), (v * 3 + x).sum()
-
-
-def _drift(rec: Recursion, v: torch.Tensor, guard: RangeGuard) -> torch.Tensor:
-    """:math:`[h V]`, a fixed function of :math:`V`, so forward and backward subtract the same integer."""
-    if rec.step == 1.0:
-        return v
-    drift = v.to(torch.float64) * rec.step
-    if rec.step > 1.0:  # |V| < 2**61 no longer bounds h V: check before the cast
-        guard.check_float(drift, rec.frac_bits, prescaled=True)
-    return drift.round_().to(torch.int64)
-
-
-def _force(rec: Recursion, fx: torch.Tensor, guard: RangeGuard) -> torch.Tensor:
-    """:math:`[(1 - \\gamma) f(x) 2^q]`, computed in float64 from the block's output.
-
-    :math:`(1 - \\gamma) 2^q` is one float64 factor: the power of two commutes with the rounding, so
-    this equals ``quantize(f(x) (1 - gamma), q)``.
-    """
-    # A copy even for float64 blocks: fx may be saved by its own graph and must not change in place.
-    inc = fx.detach().to(torch.float64, copy=True).mul_(rec.one_minus_gamma * 2.0**rec.frac_bits)
-    guard.check_float(inc, rec.frac_bits, prescaled=True)
-    return inc.round_().to(torch.int64)
+        """An independent record to walk back."""
+        return replace(self, state=self.state.clone(), states=list(self.states))
 
 
 def call_block(block, i: int, x: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
@@ -140,49 +88,34 @@ def call_block(block, i: int, x: torch.Tensor, args: tuple, kwargs: dict) -> tor
 
 
 def exact_forward(rec: Recursion, x0: torch.Tensor, v0: torch.Tensor | None) -> ExactRecord:
-    """Run the integer recursion over all blocks (no graph) from ``(x0, v0)`` (``v0=None``: zero) and
+    """Run the exact recursion over all blocks (no graph) from ``(x0, v0)`` (``v0=None``: zero) and
     return its record."""
-    q, guard = rec.frac_bits, RangeGuard()
-    guard.check_float(x0, q)
-    X = quantize(x0, q)
-    if v0 is None:
-        V = torch.zeros_like(X)
-    else:
-        guard.check_float(v0, q)
-        V = quantize(v0, q)
-    guard.raise_if_violated("the input of MomentumNet (x0, v0)")
-    checksum = _checksum(X, V)
-    stack, states = BitStack(V), []
+    state = ExactState.encode(x0, v0)
+    checksum = state.checksum()
+    x, states = state.decode_x(), []
+    depth = len(rec.blocks)
     for i, block in enumerate(rec.blocks):
         with capture(block, x0.device) as recorder, rec.mode.applied():
-            fx = call_block(block, i, dequantize(X, q, x0.dtype), rec.args, rec.kwargs)
+            fx = call_block(block, i, x, rec.args, rec.kwargs)
         states.append(recorder.state)
-        # |F| <= 2**61 and |gamma V| <= |V| + 1, so neither sum below can wrap before its check.
-        V = stack.multiply(V, rec.n, rec.k) + _force(rec, fx, guard)
-        guard.check_int(V)
-        X = X + _drift(rec, V, guard)
-        guard.check_int(X)
-    guard.raise_if_violated(f"the MomentumNet forward pass (depth {len(rec.blocks)})")
+        x = rec.rule.exact_step(state, fx, f"the MomentumNet forward pass (layer {i} of {depth})")
     inputs = (x0.detach(), None if v0 is None else v0.detach())
     versions = (x0._version, None if v0 is None else v0._version)
-    return ExactRecord(X, V, stack, len(rec.blocks), states, inputs, versions, checksum)
+    return ExactRecord(state, depth, states, inputs, versions, checksum)
 
 
-def undo_layer(rec: Recursion, record: ExactRecord, fx_of, guard: RangeGuard):
+def undo_layer(rec: Recursion, record: ExactRecord, fx_of):
     """Step ``record`` back over its last layer; ``fx_of(i, x)`` evaluates block ``i``.
 
     Returns ``(x_i, f_i(x_i))`` as the float input the block saw and its output (with whatever graph
     ``fx_of`` built), so the caller can take the vector-Jacobian product from this single evaluation.
-    Every value rebuilt here already passed the forward's range checks if the blocks are deterministic;
-    only the force is checked again, since a float-to-int cast of a value out of range is undefined.
-    A non-deterministic block shows up in :func:`check_reconstruction` instead.
+    A non-deterministic block shows up in :func:`check_reconstruction`.
     """
     i = record.layer - 1
-    record.x = record.x - _drift(rec, record.v, guard)
-    x = dequantize(record.x, rec.frac_bits, record.dtype)
+    x = rec.rule.exact_undo_position(record.state)
     with replayed(rec.blocks[i], record.states[i], x.device):
         fx = fx_of(i, x)
-    record.v = record.stack.divide(record.v - _force(rec, fx, guard), rec.n, rec.k)
+    rec.rule.exact_undo_velocity(record.state, fx)
     record.states[i] = None
     record.layer = i
     return x, fx
@@ -190,8 +123,7 @@ def undo_layer(rec: Recursion, record: ExactRecord, fx_of, guard: RangeGuard):
 
 def check_reconstruction(record: ExactRecord) -> None:
     """Raise :class:`ReconstructionError` unless the walk back ended on the forward's exact input."""
-    got = _checksum(record.x, record.v)
-    if not (torch.equal(got[0], record.checksum[0]) and torch.equal(got[1], record.checksum[1])):
+    if not torch.equal(record.state.checksum(), record.checksum):
         raise ReconstructionError(
             "reversing the MomentumNet did not reproduce its input: a block returned different values for "
             "the same input in the two passes (non-deterministic kernels, or state the block reads and "
@@ -200,7 +132,7 @@ def check_reconstruction(record: ExactRecord) -> None:
         )
 
 
-def reversed_input(rec: Recursion, record: ExactRecord) -> tuple[torch.Tensor, torch.Tensor]:
+def reversed_input(record: ExactRecord) -> tuple[torch.Tensor, torch.Tensor]:
     """The forward's float input, bit for bit: the rebuilt grid value plus the input's bits below the grid.
 
     Raises
@@ -212,13 +144,15 @@ def reversed_input(rec: Recursion, record: ExactRecord) -> tuple[torch.Tensor, t
     if tuple(None if t is None else t._version for t in record.inputs) != record.versions:
         raise ValueError(
             "the input of this MomentumNet forward was modified in place since: its bits below the "
-            "fixed-point grid cannot be restored"
+            "block-floating-point grid cannot be restored"
         )
-    q, out = rec.frac_bits, []
-    for state, given in zip((record.x, record.v), record.inputs, strict=True):
-        grid = dequantize(state, q, record.dtype)
-        out.append(grid if given is None else grid + (given - dequantize(quantize(given, q), q, given.dtype)))
-    return out[0], out[1]
+    state, given = record.state, record.inputs
+    x = state.decode_x()
+    x = x + (given[0] - x)  # exact: the residual lies on the grid of given[0]'s own spacing
+    if given[1] is None:
+        return x, torch.zeros_like(x)
+    v = state.decode_v(given[1].dtype)
+    return x, v + (given[1] - v)
 
 
 class ReversiblePass:
@@ -231,7 +165,6 @@ class ReversiblePass:
     def __init__(self, rec: Recursion) -> None:
         self.rec = rec
         self.record: ExactRecord | None = None
-        self.guard = RangeGuard()
         self.bar_x: torch.Tensor | None = None
         self.bar_v: torch.Tensor | None = None
 
@@ -241,8 +174,8 @@ class ReversiblePass:
 
     def state(self, dtype_x: torch.dtype, dtype_v: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """The current state of the record as floats."""
-        q = self.rec.frac_bits
-        return dequantize(self.record.x, q, dtype_x), dequantize(self.record.v, q, dtype_v)
+        state = self.record.state
+        return state.decode_x().to(dtype_x), state.decode_v(dtype_v)
 
     def run(self, x0: torch.Tensor, v0: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """:math:`(x_L, v_L)` from ``(x0, v0)`` (``v0=None``: zero), differentiable through the chain of
@@ -278,24 +211,23 @@ class ReversiblePass:
             with rec.mode.applied(grad_enabled=True):
                 return call_block(rec.blocks[i], i, x.requires_grad_(True), args, kwargs)
 
-        x, fx = undo_layer(rec, record, with_graph, self.guard)
+        x, fx = undo_layer(rec, record, with_graph)
         params = rec.block_params[i]
         wanted = [t for t in arg_tensors if t.requires_grad]
-        tilde_v = torch.add(self.bar_v, self.bar_x, alpha=rec.step)
+        tilde_v = torch.add(self.bar_v, self.bar_x, alpha=rec.rule.step)
         grads = [None] * (1 + len(params) + len(wanted))
         if fx.requires_grad:
             grads = torch.autograd.grad(
-                fx, [x, *params, *wanted], tilde_v * rec.one_minus_gamma, allow_unused=True
+                fx, [x, *params, *wanted], tilde_v * rec.rule.one_minus_gamma, allow_unused=True
             )
         if grads[0] is not None:
             self.bar_x = self.bar_x + grads[0]
-        self.bar_v = tilde_v * rec.gamma
+        self.bar_v = tilde_v * rec.rule.gamma
         rest = iter(grads[1 + len(params) :])
         return [*grads[1 : 1 + len(params)], *(next(rest) if t.requires_grad else None for t in arg_tensors)]
 
     def finish_backward(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Check the walk back; return :math:`(\\bar x_0, \\bar v_0)`."""
-        self.guard.raise_if_violated("the MomentumNet backward pass")
         check_reconstruction(self.record)
         return self.bar_x, self.bar_v
 

@@ -1,4 +1,4 @@
-r"""The momentum step of Momentum ResNets (semi-implicit Euler in phase space).
+r"""The momentum step of Momentum ResNets (semi-implicit Euler in phase space), in float and exactly.
 
 .. math::  v_{n+1} = \gamma v_n + (1 - \gamma) f(x_n, t_n), \qquad x_{n+1} = x_n + h\, v_{n+1},
 
@@ -9,14 +9,284 @@ Both are first order. The inverse is closed form for any ``f`` as long as :math:
 .. math::  x_n = x_{n+1} - h\, v_{n+1}, \qquad v_n = (v_{n+1} - (1 - \gamma) f(x_n, t_n)) / \gamma.
 
 ``eps = 0`` gives :math:`\gamma = 0`: the ResNet rule :math:`x_{n+1} = x_n + h f(x_n)`, not invertible.
+
+This module owns the rule for every caller: :class:`MomentumCoefficients` holds :math:`\gamma` as the
+exact dyadic rational :math:`n / 2^k` and gives the float step (used by :func:`mode.integrate` and by
+``MomentumNet``'s autograd and checkpoint modes, so that they agree bit for bit) and the exact step and
+its inverse on an :class:`~mode.exact.state.ExactState` (``MomentumNet``'s reversible mode):
+
+.. math::
+   V' = \gamma \odot V^{\uparrow} + [(1 - \gamma) f(x)\, 2^{-b'}], \qquad
+   X' = X^{\uparrow} + [h V' 2^{b' - a'}],
+
+where :math:`V^{\uparrow}, X^{\uparrow}` are the mantissas moved exactly to the new exponents
+:math:`b', a'` (chosen from bounds on the new values, :mod:`mode.exact.block_float`), :math:`[\cdot]`
+rounds to an integer and :math:`\gamma \odot` is the bit stack's exact multiply. Each part is a bijection
+of integer states given :math:`f(x)`, and :math:`x` is rebuilt before :math:`f(x)` is needed, so the
+inverse runs the parts backwards.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import torch
+from torch import Tensor
+
+from mode.exact.bit_stack import MAX_PUSH_BITS, divide_word, multiply_word
+from mode.exact.block_float import (
+    decode,
+    next_exponent,
+    power_of_two,
+    range_error,
+    sample_amax,
+    shift_word,
+    unshift_word,
+    value_limit,
+)
+from mode.exact.fusion import fused
+from mode.exact.gamma import dyadic_gamma, rational_gamma
+from mode.exact.state import ExactState, Rescaling
 from mode.ode import gamma_from_eps
 from mode.schemes.base import NotInvertibleError, Scheme
+
+#: Largest denominator exponent of the exact gamma (a float64 holds n / 2**53 exactly).
+GAMMA_MAX_BITS = 53
+
+
+@dataclass(frozen=True)
+class MomentumCoefficients:
+    r"""The momentum step with :math:`\gamma = n / 2^k` exactly and step :math:`h`.
+
+    Parameters
+    ----------
+    n, k : int
+        :math:`\gamma = n / 2^k`, ``0 <= n < 2**k``, ``k <= 53`` (so :math:`\gamma` and
+        :math:`1 - \gamma` are exact float64 numbers).
+    step : float
+        :math:`h > 0`.
+    """
+
+    n: int
+    k: int
+    step: float
+
+    @classmethod
+    def from_gamma(cls, gamma: float, step: float = 1.0, *, rel_tol: float = 1e-9,
+                   bits: int | None = None) -> MomentumCoefficients:
+        r"""The exact rule for a requested :math:`\gamma \in [0, 1)`.
+
+        With ``bits=None``, :math:`\gamma` becomes the dyadic rational with the fewest bits whose
+        :math:`1 - \gamma` is within ``rel_tol`` of the requested one
+        (:func:`~mode.exact.fixed_point.rational_gamma`); where 53 bits cannot meet ``rel_tol``
+        (:math:`\gamma` within about :math:`10^{-7}` of 1) it is the float64 value of :math:`\gamma`
+        itself, the closest any float computation gets. With ``bits``, :math:`\gamma` is rounded to the
+        grid :math:`2^{-\text{bits}}` (:func:`~mode.exact.fixed_point.dyadic_gamma`).
+        """
+        if bits is not None:
+            return cls(*dyadic_gamma(gamma, bits), step)
+        try:
+            return cls(*rational_gamma(gamma, rel_tol=rel_tol, max_bits=GAMMA_MAX_BITS), step)
+        except ValueError:
+            if not rel_tol < 1.0 or not 0.5 <= gamma < 1.0:
+                raise
+            # gamma >= 1/2 is m / 2**53 with an integer m: its exact value, reduced.
+            n, k = int(gamma * 2**GAMMA_MAX_BITS), GAMMA_MAX_BITS
+            while n % 2 == 0:
+                n, k = n // 2, k - 1
+            return cls(n, k, step)
+
+    @property
+    def gamma(self) -> float:
+        r""":math:`\gamma = n / 2^k` (exact in float64)."""
+        return self.n / 2**self.k
+
+    @property
+    def one_minus_gamma(self) -> float:
+        r""":math:`1 - \gamma = (2^k - n) / 2^k` (exact in float64)."""
+        return (2**self.k - self.n) / 2**self.k
+
+    # -- float arithmetic ---------------------------------------------------------------------------------
+
+    def float_step(self, x: Tensor, v: Tensor, fx: Tensor) -> tuple[Tensor, Tensor]:
+        r""":math:`v' = \gamma v + (1 - \gamma) f(x)`, :math:`x' = x + h v'` (``v' = f(x)`` at
+        :math:`\gamma = 0`); returns :math:`(x', v')`."""
+        v = self.gamma * v + self.one_minus_gamma * fx if self.n else fx
+        return x + self.step * v, v
+
+    def float_position_inverse(self, x: Tensor, v: Tensor) -> Tensor:
+        r""":math:`x = x' - h v'`."""
+        return x - self.step * v
+
+    def float_velocity_inverse(self, v: Tensor, fx: Tensor) -> Tensor:
+        r""":math:`v = (v' - (1 - \gamma) f(x)) / \gamma`."""
+        if not self.n:
+            raise NotInvertibleError("gamma = 0 (the ResNet rule) forgets v: the step has no inverse")
+        return (v - self.one_minus_gamma * fx) / self.gamma
+
+    # -- exact arithmetic ---------------------------------------------------------------------------------
+
+    def _check_invertible(self) -> None:
+        if not self.n:
+            raise NotInvertibleError(
+                "gamma = 0 (the ResNet rule) forgets v: there is no exact reversible step"
+            )
+
+    def exact_step(self, state: ExactState, fx: Tensor, where: str = "the exact momentum step") -> Tensor:
+        """Advance ``state`` in place by one exact step, given :math:`f(x)` at its :math:`x`; returns the
+        new :math:`x` in the state's dtype (the next block's input).
+
+        Raises
+        ------
+        FixedPointRangeError
+            If :math:`f(x)` is not finite or the new state leaves the range of the dtype.
+        """
+        self._check_invertible()
+        fx = fx.detach()
+        x_exp, v_exp, x_shift, v_shift, facts = momentum_exponents(
+            fx, state.x_max, state.v_max, state.x_exp, state.v_exp, self.gamma, self.one_minus_gamma,
+            self.step, value_limit(state.dtype),
+        )
+        ok, changed, v_bits, x_bits = facts.tolist()  # the one host synchronisation of a step
+        if not ok:
+            raise range_error(where, state.dtype)
+        ops = (("bits", v_bits), ("multiply", self.n, self.k), ("bits", x_bits))
+        fuse = state.stack.fits(*ops)
+        record = Rescaling(state.x_exp, state.v_exp, x_shift, v_shift, fuse) if changed else None
+        state.rescalings.append(record)
+        if fuse:
+            state.stack.reserve(*ops)
+            state.stack.word, state.x, state.v, x, state.x_max, state.v_max = momentum_forward(
+                state.stack.word, state.x, state.v, fx, x_exp, v_exp, x_shift, v_shift,
+                self.one_minus_gamma, self.step, self.n, self.k, state.dtype,
+            )
+            state.x_exp, state.v_exp = x_exp, v_exp
+            return x
+        # A shift too wide to share the word with the multiply (a scale jump of ~2**30 or more in one
+        # step): the three pushes each reserve their own room.
+        state.rescale_v(v_exp - v_shift, v_exp)
+        state.stack.reserve(ops[1])
+        state.stack.word, state.v = _velocity(
+            state.stack.word, state.v, fx, v_exp, self.one_minus_gamma, self.n, self.k
+        )
+        state.rescale_x(x_exp - x_shift, x_exp)
+        state.x = state.x + _drift(state.v, x_exp, v_exp, self.step)
+        state.x_max, state.v_max = sample_amax(state.x), sample_amax(state.v)
+        return state.decode_x()
+
+    def exact_undo_position(self, state: ExactState) -> Tensor:
+        """First half of the exact inverse: rebuild :math:`x` of the last step in place; returns it in the
+        state's dtype, bit for bit the value the forward gave :math:`f`."""
+        record = state.rescalings[-1]
+        if record is not None and not record.fused:
+            state.x = state.x - _drift(state.v, state.x_exp, state.v_exp, self.step)
+            state.unscale_x(record)
+            return state.decode_x()
+        shift = torch.zeros_like(state.x_exp) if record is None else record.x_shift
+        old = state.x_exp if record is None else record.x_exp
+        state.stack.word, state.x, x = momentum_undo_position(
+            state.stack.word, state.x, state.v, state.x_exp, state.v_exp, shift, old, self.step,
+            state.dtype,
+        )
+        state.x_exp = old
+        return x
+
+    def exact_undo_velocity(self, state: ExactState, fx: Tensor) -> None:
+        """Second half: given :math:`f(x)` at the rebuilt :math:`x`, rebuild :math:`v` in place."""
+        record = state.rescalings.pop()
+        multiply = ("multiply", self.n, self.k)
+        fx = fx.detach()
+        if record is not None and not record.fused:
+            state.stack.word, state.v = divide_word(
+                state.stack.word, state.v - _force(fx, state.v_exp, self.one_minus_gamma), self.n, self.k
+            )
+            state.stack.release(multiply)
+            state.unscale_v(record)
+            return
+        ops = state.stack.top()
+        if len(ops) != 3 or ops[1] != multiply:
+            raise RuntimeError(f"the bit stack's last push {ops!r} is not a fused momentum step")
+        shift = torch.zeros_like(state.v_exp) if record is None else record.v_shift
+        state.stack.word, state.v = momentum_undo_velocity(
+            state.stack.word, state.v, fx, state.v_exp, shift, self.one_minus_gamma, self.n, self.k
+        )
+        state.stack.release(*ops)
+        if record is not None:
+            state.v_exp = record.v_exp
+
+
+def _force(fx: Tensor, v_exp: Tensor, one_minus_gamma: float) -> Tensor:
+    r""":math:`[(1 - \gamma) f(x) 2^{-b}]`: one float64 product with an exact scale, rounded half to even."""
+    return torch.round(fx.to(torch.float64) * (one_minus_gamma * power_of_two(-v_exp))).to(torch.int64)
+
+
+def _drift(v: Tensor, x_exp: Tensor, v_exp: Tensor, step: float) -> Tensor:
+    r""":math:`[h V 2^{b - a}]`, a fixed function of :math:`V` and the exponents, so both passes move
+    :math:`X` alike. The scale's exponent is clamped to the float64 range, far below which
+    :math:`|V| < 2^{61}` rounds to zero anyway."""
+    scale = step * power_of_two((v_exp - x_exp).clamp(-1022, 1023))
+    return torch.round(v.to(torch.float64) * scale).to(torch.int64)
+
+
+def _velocity(word, v, fx, v_exp, one_minus_gamma: float, n: int, k: int):
+    word, v = multiply_word(word, v, n, k)
+    return word, v + _force(fx, v_exp, one_minus_gamma)
+
+
+@fused
+def momentum_exponents(fx, x_max, v_max, x_exp, v_exp, gamma: float, one_minus_gamma: float, step: float,
+                       limit: float):
+    r"""The exponents of the next state, from float64 bounds on it, and what the host must know.
+
+    With :math:`\beta_v = \max(|v|, \mu)`, :math:`\mu = \gamma |v| + (1 - \gamma) |f|` (the old
+    :math:`V` is moved to the new exponent before the multiply) and
+    :math:`\beta_x = |x| + h(\mu + 2 \cdot 2^{b'})` (:math:`|V'| \le \mu 2^{-b'} + 2` after the
+    roundings of the force and the multiply), per sample. Returns the new exponents, the shifts from the
+    old ones (zero for all-zero samples, relabelled), and ``[within range, any exponent changed, widest
+    v push, widest x push]``.
+    """
+    size_x = x_max.to(torch.float64) * power_of_two(x_exp)
+    size_v = v_max.to(torch.float64) * power_of_two(v_exp)
+    moved = gamma * size_v + one_minus_gamma * sample_amax(fx).to(torch.float64)
+    bound_v = torch.maximum(size_v, moved)
+    v_new, v_old = next_exponent(bound_v, v_exp, v_max == 0)
+    bound_x = size_x + step * (moved + 2 * power_of_two(v_new))
+    x_new, x_old = next_exponent(bound_x, x_exp, x_max == 0)
+    v_shift, x_shift = v_new - v_old, x_new - x_old
+    facts = torch.stack([
+        ((bound_v <= limit).all() & (bound_x <= limit).all()).to(torch.int64),  # NaN fails too
+        ((v_new != v_exp).any() | (x_new != x_exp).any()).to(torch.int64),
+        v_shift.clamp(0, MAX_PUSH_BITS).max(),
+        x_shift.clamp(0, MAX_PUSH_BITS).max(),
+    ])
+    return x_new, v_new, x_shift, v_shift, facts
+
+
+@fused
+def momentum_forward(word, x, v, fx, x_exp, v_exp, x_shift, v_shift, one_minus_gamma: float, step: float,
+                     n: int, k: int, dtype):
+    """One exact forward step in one kernel: move :math:`V` to its new exponent, multiply, add the force,
+    move :math:`X`, drift; returns the word, :math:`X', V'`, the decoded :math:`x'` and the new maxima."""
+    word, v = shift_word(word, v, v_shift)
+    word, v = _velocity(word, v, fx, v_exp, one_minus_gamma, n, k)
+    word, x = shift_word(word, x, x_shift)
+    x = x + _drift(v, x_exp, v_exp, step)
+    return word, x, v, decode(x, power_of_two(x_exp), dtype), sample_amax(x), sample_amax(v)
+
+
+@fused
+def momentum_undo_position(word, x, v, x_exp, v_exp, x_shift, x_exp_old, step: float, dtype):
+    """Inverse drift and exponent move of :math:`X`, and the decoded rebuilt :math:`x`."""
+    word, x = unshift_word(word, x - _drift(v, x_exp, v_exp, step), x_shift)
+    return word, x, decode(x, power_of_two(x_exp_old), dtype)
+
+
+@fused
+def momentum_undo_velocity(word, v, fx, v_exp, v_shift, one_minus_gamma: float, n: int, k: int):
+    r"""Inverse force, exact divide by :math:`\gamma` and exponent move of :math:`V`."""
+    word, v = divide_word(word, v - _force(fx, v_exp, one_minus_gamma), n, k)
+    return unshift_word(word, v, v_shift)
 
 
 class MomentumScheme(Scheme):
@@ -27,23 +297,31 @@ class MomentumScheme(Scheme):
     invertible = True
     evals_per_step = 1
 
-    def gamma(self, h: float, eps: float) -> float:
+    def requested_gamma(self, h: float, eps: float) -> float:
+        """The scheme's :math:`\\gamma` before it is made exact."""
         return gamma_from_eps(eps, h)
 
+    def coefficients(self, h: float, eps: float) -> MomentumCoefficients:
+        """The exact rule every path of the library uses for this step."""
+        return MomentumCoefficients.from_gamma(self.requested_gamma(h, eps), h)
+
+    def gamma(self, h: float, eps: float) -> float:
+        """:math:`\\gamma` as used (the exact dyadic rational of :meth:`coefficients`)."""
+        return self.coefficients(h, eps).gamma
+
     def _step(self, f, x, v, t, h, eps):
-        gamma = self.gamma(h, eps)
-        v = gamma * v + (1 - gamma) * f(x, t) if gamma else f(x, t)
-        return x + h * v, v
+        rule = self.coefficients(h, eps)
+        return rule.float_step(x, v, f(x, t))
 
     def _inverse(self, f, x, v, t, h, eps):
-        gamma = self.gamma(h, eps)
-        if gamma == 0:
+        rule = self.coefficients(h, eps)
+        if not rule.n:
             raise NotInvertibleError(
                 f"the {self.name!r} step has gamma = 0 at h = {h}, eps = {eps} (the ResNet rule): "
                 "it forgets v and has no inverse"
             )
-        x = x - h * v
-        return x, (v - (1 - gamma) * f(x, t)) / gamma
+        x = rule.float_position_inverse(x, v)
+        return x, rule.float_velocity_inverse(v, f(x, t))
 
 
 class ExpMomentumScheme(MomentumScheme):
@@ -51,5 +329,5 @@ class ExpMomentumScheme(MomentumScheme):
 
     name = "exp-momentum"
 
-    def gamma(self, h: float, eps: float) -> float:
+    def requested_gamma(self, h: float, eps: float) -> float:
         return math.exp(-h / eps) if eps > 0 else 0.0

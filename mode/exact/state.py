@@ -1,0 +1,128 @@
+"""The exact phase-space state ``(x, v)`` of a reversible integration: block floating point plus bit stack.
+
+A scheme's exact step (:meth:`mode.schemes.momentum.MomentumCoefficients.exact_step`) maps one state to
+the next bijectively; this module holds what it acts on, and what every exact scheme shares: encoding the
+float inputs, decoding, exponent changes with their record, and a fingerprint to check a walk back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import Tensor
+
+from mode.exact.bit_stack import BitStack
+from mode.exact.block_float import (
+    decode,
+    encode,
+    exponent_shape,
+    power_of_two,
+    rescale,
+    sample_amax,
+    unscale,
+)
+
+
+@dataclass(frozen=True)
+class Rescaling:
+    """One step's exponent change: the exponents before it, the shifts applied (zero for samples that
+    were all zero, which were relabelled for free), and whether the step ran as one fused push."""
+
+    x_exp: Tensor
+    v_exp: Tensor
+    x_shift: Tensor
+    v_shift: Tensor
+    fused: bool
+
+
+@dataclass
+class ExactState:
+    r"""Mantissas and per-sample exponents of :math:`x = X 2^a`, :math:`v = V 2^b`, the bit stack, and
+    the per-sample maxima :math:`\max |X|, \max |V|` that the next exponent choice starts from.
+
+    ``rescalings`` holds one entry per step (``None`` where no exponent changed), so the walk back
+    knows every exponent without reading the data.
+    """
+
+    x: Tensor
+    x_exp: Tensor
+    v: Tensor
+    v_exp: Tensor
+    stack: BitStack
+    x_max: Tensor
+    v_max: Tensor
+    dtype: torch.dtype
+    rescalings: list[Rescaling | None] = field(default_factory=list)
+
+    @classmethod
+    def encode(cls, x0: Tensor, v0: Tensor | None) -> ExactState:
+        """Encode float32/float64 inputs; ``v0=None`` is an exact zero.
+
+        Raises
+        ------
+        FixedPointRangeError
+            If an input is not finite or beyond the range of the exact arithmetic.
+        """
+        x, x_exp = encode(x0)
+        if v0 is None:
+            v, v_exp = torch.zeros_like(x), torch.zeros(exponent_shape(x.shape), dtype=torch.int64,
+                                                         device=x.device)
+        else:
+            v, v_exp = encode(v0)
+        return cls(x, x_exp, v, v_exp, BitStack(x), sample_amax(x), sample_amax(v), x0.dtype)
+
+    def x_scale(self) -> Tensor:
+        return power_of_two(self.x_exp)
+
+    def decode_x(self) -> Tensor:
+        """:math:`x` in the state's dtype."""
+        return decode(self.x, self.x_scale(), self.dtype)
+
+    def decode_v(self, dtype: torch.dtype | None = None) -> Tensor:
+        """:math:`v` in ``dtype`` (default the state's)."""
+        return decode(self.v, power_of_two(self.v_exp), dtype or self.dtype)
+
+    def magnitudes(self) -> tuple[Tensor, Tensor]:
+        """Per-sample bounds on :math:`|x|, |v|` in float64 (from the exact maxima)."""
+        return (
+            self.x_max.to(torch.float64) * power_of_two(self.x_exp),
+            self.v_max.to(torch.float64) * power_of_two(self.v_exp),
+        )
+
+    def rescale_v(self, old: Tensor, new: Tensor) -> None:
+        """Move :math:`V` to exponents ``new`` (``old``: the exponents the shift starts from)."""
+        self.v, self.v_exp = rescale(self.stack, self.v, old, new), new
+
+    def rescale_x(self, old: Tensor, new: Tensor) -> None:
+        """Move :math:`X` to exponents ``new``."""
+        self.x, self.x_exp = rescale(self.stack, self.x, old, new), new
+
+    def unscale_x(self, rescaling: Rescaling) -> None:
+        """Undo :meth:`rescale_x` of ``rescaling``."""
+        old = self.x_exp - rescaling.x_shift
+        self.x, self.x_exp = unscale(self.stack, self.x, old, self.x_exp), rescaling.x_exp
+
+    def unscale_v(self, rescaling: Rescaling) -> None:
+        """Undo :meth:`rescale_v` of ``rescaling``."""
+        old = self.v_exp - rescaling.v_shift
+        self.v, self.v_exp = unscale(self.stack, self.v, old, self.v_exp), rescaling.v_exp
+
+    def checksum(self) -> Tensor:
+        """A fingerprint of the represented values (int64 sums wrap identically in every pass): the
+        mantissas, and the exponents of the samples that are not all zero (those have no scale)."""
+        x_live = (self.x_max != 0).to(torch.int64)
+        v_live = (self.v_max != 0).to(torch.int64)
+        return torch.stack(
+            [self.x.sum(), (self.v * 3 + self.x).sum(), (self.x_exp * x_live).sum(),
+             (self.v_exp * v_live).sum()]
+        )
+
+    def refresh_maxima(self) -> None:
+        """Recompute the per-sample maxima after a walk back (the steps do not keep them)."""
+        self.x_max, self.v_max = sample_amax(self.x), sample_amax(self.v)
+
+    def clone(self) -> ExactState:
+        """An independent state to walk back (tensors are never modified in place, so shared)."""
+        return replace(self, stack=self.stack.copy(), rescalings=list(self.rescalings))
+
