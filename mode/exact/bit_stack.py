@@ -163,9 +163,11 @@ class BitStack:
         self._history: list[_Record] = []
 
     def copy(self) -> BitStack:
-        """An independent stack with the same contents (tensors are never changed in place, so shared)."""
+        """An independent stack with the same contents (the live word is copied, since fused kernels
+        update it in place; chunks are never changed in place, so shared)."""
         twin = BitStack.__new__(BitStack)
         twin.__dict__.update(self.__dict__)
+        twin.word = self.word.clone()
         twin._chunks, twin._history = list(self._chunks), list(self._history)
         return twin
 

@@ -38,11 +38,11 @@ class Rescaling:
 
 @dataclass
 class ExactState:
-    r"""Mantissas and per-sample exponents of :math:`x = X 2^a`, :math:`v = V 2^b`, the bit stack, and
-    the per-sample maxima :math:`\max |X|, \max |V|` that the next exponent choice starts from.
+    r"""Mantissas and per-sample exponents of :math:`x = X 2^a`, :math:`v = V 2^b`, and the bit stack.
 
     ``rescalings`` holds one entry per step (``None`` where no exponent changed), so the walk back
-    knows every exponent without reading the data.
+    knows every exponent without reading the data. The steps update the mantissas and the stack's word
+    in place; exponent tensors are replaced, never modified.
     """
 
     x: Tensor
@@ -50,8 +50,6 @@ class ExactState:
     v: Tensor
     v_exp: Tensor
     stack: BitStack
-    x_max: Tensor
-    v_max: Tensor
     dtype: torch.dtype
     rescalings: list[Rescaling | None] = field(default_factory=list)
 
@@ -70,7 +68,7 @@ class ExactState:
                                                          device=x.device)
         else:
             v, v_exp = encode(v0)
-        return cls(x, x_exp, v, v_exp, BitStack(x), sample_amax(x), sample_amax(v), x0.dtype)
+        return cls(x, x_exp, v, v_exp, BitStack(x), x0.dtype)
 
     def x_scale(self) -> Tensor:
         return power_of_two(self.x_exp)
@@ -82,13 +80,6 @@ class ExactState:
     def decode_v(self, dtype: torch.dtype | None = None) -> Tensor:
         """:math:`v` in ``dtype`` (default the state's)."""
         return decode(self.v, power_of_two(self.v_exp), dtype or self.dtype)
-
-    def magnitudes(self) -> tuple[Tensor, Tensor]:
-        """Per-sample bounds on :math:`|x|, |v|` in float64 (from the exact maxima)."""
-        return (
-            self.x_max.to(torch.float64) * power_of_two(self.x_exp),
-            self.v_max.to(torch.float64) * power_of_two(self.v_exp),
-        )
 
     def rescale_v(self, old: Tensor, new: Tensor) -> None:
         """Move :math:`V` to exponents ``new`` (``old``: the exponents the shift starts from)."""
@@ -111,18 +102,15 @@ class ExactState:
     def checksum(self) -> Tensor:
         """A fingerprint of the represented values (int64 sums wrap identically in every pass): the
         mantissas, and the exponents of the samples that are not all zero (those have no scale)."""
-        x_live = (self.x_max != 0).to(torch.int64)
-        v_live = (self.v_max != 0).to(torch.int64)
+        x_live = (sample_amax(self.x) != 0).to(torch.int64)
+        v_live = (sample_amax(self.v) != 0).to(torch.int64)
         return torch.stack(
             [self.x.sum(), (self.v * 3 + self.x).sum(), (self.x_exp * x_live).sum(),
              (self.v_exp * v_live).sum()]
         )
 
-    def refresh_maxima(self) -> None:
-        """Recompute the per-sample maxima after a walk back (the steps do not keep them)."""
-        self.x_max, self.v_max = sample_amax(self.x), sample_amax(self.v)
-
     def clone(self) -> ExactState:
-        """An independent state to walk back (tensors are never modified in place, so shared)."""
-        return replace(self, stack=self.stack.copy(), rescalings=list(self.rescalings))
+        """An independent state to walk back (the steps update the mantissas in place)."""
+        return replace(self, x=self.x.clone(), v=self.v.clone(), stack=self.stack.copy(),
+                       rescalings=list(self.rescalings))
 

@@ -75,9 +75,6 @@ class MomentumNet(torch.nn.Module):
     v0 : None, Tensor or nn.Module
         Initial velocity: zero (default), a fixed tensor of the input's shape (a Parameter is trained), or
         a module applied to the input (the paper's :math:`v_0 = f(x_0)` variant).
-    frac_bits : int, optional
-        Fractional bits :math:`q` of the fixed-point grid of the reversible mode (default 32 for float32,
-        44 for float64). Values must satisfy :math:`|x|, |v| < 2^{61 - q}`.
     gamma_rel_tol : float
         :math:`\gamma` is replaced by the exact rational :math:`n / 2^k` with the smallest :math:`k` that
         keeps the relative error on :math:`1 - \gamma` below this; all three modes use that value.
@@ -95,22 +92,29 @@ class MomentumNet(torch.nn.Module):
     range raise :class:`~mode.exact.FixedPointRangeError`. Gradients reach the block parameters and the
     top-level tensors among ``args`` and ``kwargs``; tensors a block captures otherwise are constants.
 
-    Memory: the reversible forward keeps the integer state :math:`X_L, V_L`, the bit stack (about
-    :math:`L \log_2(1/\gamma)` bits per coordinate) and references to its inputs, for as long as its
+    Memory: the reversible forward keeps the integer state :math:`X_L, V_L` with its exponents, the bit
+    stack (about :math:`L \log_2(1/\gamma)` bits per coordinate, plus one bit per coordinate of a sample
+    each time its scale doubles) and references to its inputs, for as long as its
     output (for :meth:`inverse`) or its graph (for the backward pass) is alive; the module itself holds
     only weak references, so nothing stays allocated between training steps. The backward pass hands
     each layer's parameter gradients to autograd as soon as that layer is done, as plain autograd does.
 
-    Precision: the state lives on the grid :math:`2^{-q}`. For float32 (:math:`q = 32`) that is finer
-    than float32 itself, and at depth the reversible gradients are closer to the float64 gradients than
-    float32 autograd's are. For float64 (:math:`q = 44`, range :math:`|x| < 2^{17}`) the grid is coarser
-    than float64: where the dynamics amplify perturbations strongly (depth 1000 at :math:`h = 1`) the
-    gradients agree with float64 autograd to about :math:`10^{-8}` rather than :math:`10^{-10}`; a larger
-    ``frac_bits`` buys precision with range.
+    Precision: the reversible state is block floating point (:mod:`mode.exact.block_float`): int64
+    mantissas with one binary exponent per sample (along the first dimension), chosen from the data and
+    moved exactly (a right shift keeps the dropped bits on the bit stack). Every rounding of a step is at
+    most :math:`2^{-55}` of the sample's magnitude, so the precision is relative at every scale of the
+    dtype, from about :math:`10^{-290}` up to a quarter of its largest value (beyond that, or for
+    non-finite values, :class:`~mode.exact.FixedPointRangeError`): finer than float32 and about float64's
+    own. Measured (``tests/nn/test_precision.py``): outputs and gradients are no further from a float64
+    (for float32) or 64-bit-mantissa (for float64) reference than autograd's in the same dtype, within
+    2x, at input scales :math:`10^{-12}` to :math:`10^{8}`, depths 10 and 1000; float64 gradients match
+    float64 autograd to :math:`10^{-9}` on depth-1000 tanh MLPs. The per-layer integer work is compiled
+    into fused kernels (:mod:`mode.exact.fusion`; ``MODE_COMPILE=0`` runs them eagerly, bit for bit
+    the same); each new input shape compiles once, in a few seconds.
 
     Every later evaluation of a block (backward, :meth:`inverse`) replays the forward's generator states,
     mutated buffers, grad mode and autocast state, so it applies the same function: BatchNorm statistics
-    are updated once, dropout masks repeat. Under ``torch.autocast`` the state stays in float32 fixed
+    are updated once, dropout masks repeat. Under ``torch.autocast`` the state stays in float32 block floating
     point: the reconstruction is bit-exact and the gradients are the exact vector-Jacobian products of
     the low-precision blocks at the forward's states (equal to autograd's to the autocast precision, since
     autograd keeps float32 states). Under ``DistributedDataParallel`` the parameter gradients arrive

@@ -214,15 +214,16 @@ class ReversiblePass:
         x, fx = undo_layer(rec, record, with_graph)
         params = rec.block_params[i]
         wanted = [t for t in arg_tensors if t.requires_grad]
-        tilde_v = torch.add(self.bar_v, self.bar_x, alpha=rec.rule.step)
+        # The adjoints are this pass's own copies (see _Finish): updated in place, no temporaries held.
+        tilde_v = self.bar_v.add_(self.bar_x, alpha=rec.rule.step)
         grads = [None] * (1 + len(params) + len(wanted))
         if fx.requires_grad:
             grads = torch.autograd.grad(
                 fx, [x, *params, *wanted], tilde_v * rec.rule.one_minus_gamma, allow_unused=True
             )
         if grads[0] is not None:
-            self.bar_x = self.bar_x + grads[0]
-        self.bar_v = tilde_v * rec.rule.gamma
+            self.bar_x.add_(grads[0])
+        self.bar_v = tilde_v.mul_(rec.rule.gamma)
         rest = iter(grads[1 + len(params) :])
         return [*grads[1 : 1 + len(params)], *(next(rest) if t.requires_grad else None for t in arg_tensors)]
 
@@ -274,7 +275,8 @@ class _Finish(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_x, grad_v):
-        ctx.run.bar_x, ctx.run.bar_v = grad_x, grad_v
+        # Copies: the engine may hand the same gradient tensor to other nodes too.
+        ctx.run.bar_x, ctx.run.bar_v = grad_x.clone(), grad_v.clone()
         return None, grad_x.new_empty(0), None, None
 
 

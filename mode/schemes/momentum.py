@@ -145,7 +145,7 @@ class MomentumCoefficients:
         self._check_invertible()
         fx = fx.detach()
         x_exp, v_exp, x_shift, v_shift, facts = momentum_exponents(
-            fx, state.x_max, state.v_max, state.x_exp, state.v_exp, self.gamma, self.one_minus_gamma,
+            fx, state.x, state.v, state.x_exp, state.v_exp, self.gamma, self.one_minus_gamma,
             self.step, value_limit(state.dtype),
         )
         ok, changed, v_bits, x_bits = facts.tolist()  # the one host synchronisation of a step
@@ -157,7 +157,7 @@ class MomentumCoefficients:
         state.rescalings.append(record)
         if fuse:
             state.stack.reserve(*ops)
-            state.stack.word, state.x, state.v, x, state.x_max, state.v_max = momentum_forward(
+            x = momentum_forward(
                 state.stack.word, state.x, state.v, fx, x_exp, v_exp, x_shift, v_shift,
                 self.one_minus_gamma, self.step, self.n, self.k, state.dtype,
             )
@@ -172,7 +172,6 @@ class MomentumCoefficients:
         )
         state.rescale_x(x_exp - x_shift, x_exp)
         state.x = state.x + _drift(state.v, x_exp, v_exp, self.step)
-        state.x_max, state.v_max = sample_amax(state.x), sample_amax(state.v)
         return state.decode_x()
 
     def exact_undo_position(self, state: ExactState) -> Tensor:
@@ -185,7 +184,7 @@ class MomentumCoefficients:
             return state.decode_x()
         shift = torch.zeros_like(state.x_exp) if record is None else record.x_shift
         old = state.x_exp if record is None else record.x_exp
-        state.stack.word, state.x, x = momentum_undo_position(
+        x = momentum_undo_position(
             state.stack.word, state.x, state.v, state.x_exp, state.v_exp, shift, old, self.step,
             state.dtype,
         )
@@ -208,7 +207,7 @@ class MomentumCoefficients:
         if len(ops) != 3 or ops[1] != multiply:
             raise RuntimeError(f"the bit stack's last push {ops!r} is not a fused momentum step")
         shift = torch.zeros_like(state.v_exp) if record is None else record.v_shift
-        state.stack.word, state.v = momentum_undo_velocity(
+        momentum_undo_velocity(
             state.stack.word, state.v, fx, state.v_exp, shift, self.one_minus_gamma, self.n, self.k
         )
         state.stack.release(*ops)
@@ -235,7 +234,7 @@ def _velocity(word, v, fx, v_exp, one_minus_gamma: float, n: int, k: int):
 
 
 @fused
-def momentum_exponents(fx, x_max, v_max, x_exp, v_exp, gamma: float, one_minus_gamma: float, step: float,
+def momentum_exponents(fx, x, v, x_exp, v_exp, gamma: float, one_minus_gamma: float, step: float,
                        limit: float):
     r"""The exponents of the next state, from float64 bounds on it, and what the host must know.
 
@@ -246,6 +245,7 @@ def momentum_exponents(fx, x_max, v_max, x_exp, v_exp, gamma: float, one_minus_g
     old ones (zero for all-zero samples, relabelled), and ``[within range, any exponent changed, widest
     v push, widest x push]``.
     """
+    x_max, v_max = sample_amax(x), sample_amax(v)
     size_x = x_max.to(torch.float64) * power_of_two(x_exp)
     size_v = v_max.to(torch.float64) * power_of_two(v_exp)
     moved = gamma * size_v + one_minus_gamma * sample_amax(fx).to(torch.float64)
@@ -263,30 +263,40 @@ def momentum_exponents(fx, x_max, v_max, x_exp, v_exp, gamma: float, one_minus_g
     return x_new, v_new, x_shift, v_shift, facts
 
 
+# The kernels below update the word and the mantissas in place: the state is never held twice, and the
+# compiled loop writes each coordinate where it read it.
+
+
 @fused
 def momentum_forward(word, x, v, fx, x_exp, v_exp, x_shift, v_shift, one_minus_gamma: float, step: float,
                      n: int, k: int, dtype):
     """One exact forward step in one kernel: move :math:`V` to its new exponent, multiply, add the force,
-    move :math:`X`, drift; returns the word, :math:`X', V'`, the decoded :math:`x'` and the new maxima."""
-    word, v = shift_word(word, v, v_shift)
-    word, v = _velocity(word, v, fx, v_exp, one_minus_gamma, n, k)
-    word, x = shift_word(word, x, x_shift)
-    x = x + _drift(v, x_exp, v_exp, step)
-    return word, x, v, decode(x, power_of_two(x_exp), dtype), sample_amax(x), sample_amax(v)
+    move :math:`X`, drift (``word, x, v`` in place); returns the decoded :math:`x'`."""
+    new_word, new_v = shift_word(word, v, v_shift)
+    new_word, new_v = _velocity(new_word, new_v, fx, v_exp, one_minus_gamma, n, k)
+    new_word, new_x = shift_word(new_word, x, x_shift)
+    new_x = new_x + _drift(new_v, x_exp, v_exp, step)
+    word.copy_(new_word), x.copy_(new_x), v.copy_(new_v)
+    return decode(new_x, power_of_two(x_exp), dtype)
 
 
 @fused
 def momentum_undo_position(word, x, v, x_exp, v_exp, x_shift, x_exp_old, step: float, dtype):
-    """Inverse drift and exponent move of :math:`X`, and the decoded rebuilt :math:`x`."""
-    word, x = unshift_word(word, x - _drift(v, x_exp, v_exp, step), x_shift)
-    return word, x, decode(x, power_of_two(x_exp_old), dtype)
+    """Inverse drift and exponent move of :math:`X` (``word, x`` in place); returns the decoded
+    rebuilt :math:`x`."""
+    new_word, new_x = unshift_word(word, x - _drift(v, x_exp, v_exp, step), x_shift)
+    word.copy_(new_word), x.copy_(new_x)
+    return decode(new_x, power_of_two(x_exp_old), dtype)
 
 
 @fused
 def momentum_undo_velocity(word, v, fx, v_exp, v_shift, one_minus_gamma: float, n: int, k: int):
-    r"""Inverse force, exact divide by :math:`\gamma` and exponent move of :math:`V`."""
-    word, v = divide_word(word, v - _force(fx, v_exp, one_minus_gamma), n, k)
-    return unshift_word(word, v, v_shift)
+    r"""Inverse force, exact divide by :math:`\gamma` and exponent move of :math:`V` (``word, v`` in
+    place)."""
+    new_word, new_v = divide_word(word, v - _force(fx, v_exp, one_minus_gamma), n, k)
+    new_word, new_v = unshift_word(new_word, new_v, v_shift)
+    word.copy_(new_word), v.copy_(new_v)
+    return ()
 
 
 class MomentumScheme(Scheme):
