@@ -245,6 +245,11 @@ def memory_probe(arch: str, variant: str, batches: list[int], seed: int) -> dict
     # full batch: per-batch state that a model kept between steps would otherwise be counted in the
     # baseline, not the step.
     step(2)
+    # The reversible mode compiles its kernels once per input shape: a forward and backward at every
+    # measured batch size first, so that the measured steps neither compile nor count the compiler.
+    for batch in batches:
+        F.cross_entropy(model(x[:batch]), y[:batch]).backward()
+    optimizer.zero_grad(set_to_none=False)
     out = {"activation_mb": {}, "step_seconds": {}, "peak_reset": True}
     for batch in sorted(batches):
         out["peak_reset"] &= reset_peak()

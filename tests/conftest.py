@@ -1,9 +1,11 @@
-"""The suite runs the exact kernels eagerly (compiling each new shape and gamma would dominate its time);
-``tests/exact/test_fusion.py`` checks that the compiled kernels agree with the eager ones bit for bit.
-``MODE_COMPILE=1`` in the environment runs everything compiled."""
+"""The suite runs the exact kernels eagerly (compiling each new shape and gamma would dominate its time),
+in this process and in the processes it starts (the benchmark's); ``tests/exact/test_fusion.py`` checks
+that the compiled kernels agree with the eager ones bit for bit. ``MODE_COMPILE=1`` in the environment
+runs everything compiled."""
 
 import os
 
 import mode.exact
 
-mode.exact.set_compile(os.environ.get("MODE_COMPILE", "0") not in ("0", "false", "False", "no"))
+os.environ.setdefault("MODE_COMPILE", "0")
+mode.exact.set_compile(os.environ["MODE_COMPILE"] not in ("0", "false", "False", "no"))

@@ -62,8 +62,9 @@ class MomentumCoefficients:
     Parameters
     ----------
     n, k : int
-        :math:`\gamma = n / 2^k`, ``0 <= n < 2**k``, ``k <= 53`` (so :math:`\gamma` and
-        :math:`1 - \gamma` are exact float64 numbers).
+        :math:`\gamma = n / 2^k`, ``0 <= n < 2**k``. For ``k <= 53`` (every default) :math:`\gamma` and
+        :math:`1 - \gamma` are exact float64 numbers; ``gamma_bits`` of 54 or 55 give a :math:`1 - \gamma`
+        that the force rounds once more (FP-5 bounds that step's error with the factor :math:`c_f`).
     step : float
         :math:`h > 0`.
     """

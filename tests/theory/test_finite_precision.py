@@ -1,6 +1,7 @@
 """mode.theory.finite_precision: bounds, measurements, and checks that fail when their claim is false."""
 
 import math
+import random
 
 import pytest
 import torch
@@ -9,7 +10,9 @@ from hypothesis import strategies as st
 
 from mode.exact import BitStack
 from mode.exact.bit_stack import chunk_width
+from mode.exact.block_float import HYSTERESIS, MANTISSA_BITS
 from mode.nn import MomentumNet
+from mode.schemes.momentum import MomentumCoefficients
 from mode.theory import finite_precision as fp
 from mode.theory.fields import TanhField, frozen
 from tests.theory.support import refuted
@@ -69,10 +72,11 @@ def test_stack_bounds_hold_after_every_multiply(k, numerator, seed, depth):
 
 def test_naive_word_bound_is_exceeded():
     # The issue's "L log2(d/n) bits plus one word" is not what the stack guarantees (see FP-4).
-    net = MomentumNet([lambda x: torch.tanh(x)] * 200, gamma=math.nextafter(0.2, 1), gamma_bits=55)
-    out = net(torch.randn(2, 4))  # noqa: F841  (the stack lives as long as the output)
-    bits = net.bit_stack.bits_per_coordinate()
-    assert bits > 64 + 200 * math.log2(2**net.k / net.n)
+    rule = MomentumCoefficients.from_gamma(math.nextafter(0.2, 1), bits=55)
+    stack, v = BitStack(torch.zeros(2, 4, dtype=torch.int64)), torch.arange(8).reshape(2, 4) << 50
+    for _ in range(200):
+        v = stack.multiply(v, rule.n, rule.k)
+    assert stack.bits_per_coordinate() > 64 + 200 * math.log2(2**rule.k / rule.n)
 
 
 def test_wrong_rate_fails_fp1(monkeypatch):
@@ -112,3 +116,150 @@ def test_wrong_stack_bound_fails_fp4(monkeypatch, which):
 
     monkeypatch.setattr(fp, "stack_bounds", wrong)
     assert refuted("FP-4")
+
+
+# -- FP-5 ---------------------------------------------------------------------------------------------------
+
+#: A corner of FP-5's grid that still has exponent moves both ways, a hysteresis gap of 4, relabelled zero
+#: samples and the two stack-loading runs: the sabotage tests below run the check on it (about 2 s).
+SMALL_FP5 = {"dtypes": (torch.float64,), "scales": (1e-4,), "gammas": (0.3,), "depths": (40,)}
+
+
+@pytest.fixture
+def small_fp5(monkeypatch):
+    monkeypatch.setattr(fp, "FP5_CASES", SMALL_FP5)
+
+
+def _numerator(k, kind, rng):
+    n = {
+        "one": 1,
+        "max": (1 << k) - 1,
+        "random": rng.randrange(1, 1 << k) | 1,
+        "near_max": max(1, (1 << k) - rng.randint(1, 1000)) | 1,
+    }[kind]
+    return min(n, (1 << k) - 1)
+
+
+@given(
+    k=st.integers(1, 55),
+    numerator=st.sampled_from(["one", "max", "random", "near_max"]),
+    widths=st.sampled_from(["none", "small", "wide", "any"]),
+    seed=st.integers(0, 2**32 - 1),
+    length=st.integers(1, 200),
+)
+@settings(max_examples=40, deadline=None)
+def test_exponent_stack_bounds_hold_after_every_push(k, numerator, widths, seed, length):
+    # Plain pushes, multiplies and fused (plain, multiply, plain) pushes in a random order, as the momentum
+    # step makes them; the bits count depends on the schedule only, which reserve() sets.
+    rng = random.Random(seed)
+    n = _numerator(k, numerator, rng)
+    width = {"none": lambda: 0, "small": lambda: rng.randint(0, 3), "wide": lambda: rng.randint(28, 62),
+             "any": lambda: rng.randint(0, 62)}[widths]
+    stack = BitStack(torch.zeros(3, dtype=torch.int64))
+    for _ in range(length):
+        kind, fused = rng.random(), (("bits", width()), ("multiply", n, k), ("bits", width()))
+        ops = (("multiply", n, k),)
+        if kind < 0.3:
+            ops = (("bits", width()),)
+        elif kind < 0.7 and stack.fits(*fused):
+            ops = fused
+        stack.reserve(*ops)
+        pushes = [(record.op, record.width, record.spilled) for record in stack._history]
+        low, high = fp.exponent_stack_bounds(pushes, n, k)
+        bits = stack.bits_per_coordinate()
+        assert low <= bits < high, (n, k, pushes[-1], bits, low, high)
+
+
+def test_exponent_stack_bounds_of_multiplies_alone():
+    # gamma = 1/2: 63 multiplies fill the word exactly (64 bits, FP-4); the 64th spills one 32-bit chunk.
+    stack = BitStack(torch.zeros(1, dtype=torch.int64))
+    for _ in range(64):
+        stack.multiply(torch.zeros(1, dtype=torch.int64), 1, 1)
+        low, high = fp.exponent_stack_bounds([(r.op, r.width, r.spilled) for r in stack._history], 1, 1)
+        assert low <= stack.bits_per_coordinate() < high
+    assert (low, stack.bits_per_coordinate()) == (65, 96)
+
+
+def test_exponent_stack_bounds_refuse_two_multiplies_in_one_push():
+    with pytest.raises(ValueError, match="at most one multiply"):
+        fp.exponent_stack_bounds([((("multiply", 1, 1), ("multiply", 1, 1)), 32, 0)], 1, 1)
+
+
+def test_exact_in_float64():
+    assert fp.exact_in_float64(1, 1) and fp.exact_in_float64(3, 53)
+    assert fp.exact_in_float64((1 << 55) - (1 << 52), 55)  # 1 - gamma = 2**-3
+    assert not fp.exact_in_float64(7205759403792795, 55)  # nextafter(0.2, 1) on 55 bits
+
+
+def test_grid_bound():
+    assert fp.GRID_BITS == MANTISSA_BITS - 1 - HYSTERESIS == 55
+    assert fp.grid_bound(1.0) == 2.0**-55 * (1 + 2.0**-50)
+    # Below 2**-963 the grid is 2**-1022, kept up to 2**4 times coarser.
+    assert fp.grid_bound(2.0**-1000) == 2.0**-1018
+
+
+def test_quotient_estimate_exact_in_its_range_only():
+    divisors, numerators = fp._quotient_cases(random.Random(1))
+    assert fp.quotient_estimate_errors(divisors, numerators) == 0
+    assert fp.quotient_estimate_errors([17, 101], numerators) > 0
+
+
+def test_fp5_measurement_on_a_small_grid():
+    m = fp.measure_exact_reversal(**SMALL_FP5)
+    assert m.exact and m.stack_inside and m.moves > 0 and m.pushed_bits > 0
+    assert 0.5 < m.grid <= 1  # a hysteresis gap of 4 bits is reached
+    assert m.integer_rounding < 1 and m.error < 1
+
+
+def test_fp5_passes_on_the_small_grid(small_fp5):
+    # So that the refutations below come from the sabotage, not from the smaller grid.
+    assert not refuted("FP-5")
+
+
+def test_wrong_hysteresis_fails_fp5(small_fp5, monkeypatch):
+    # Claiming a grid of 2**-56 of the bound, as a hysteresis of 3 bits would give.
+    monkeypatch.setattr(fp, "GRID_BITS", MANTISSA_BITS - 1 - (HYSTERESIS - 1))
+    assert refuted("FP-5")
+
+
+@pytest.mark.parametrize("which", ["velocity", "position", "float products", "rounded 1 - gamma"])
+def test_understated_rounding_fails_fp5(small_fp5, monkeypatch, which):
+    wrong = {
+        "velocity": lambda n, k: (n / 2**k + 0.5, 1.0, 1.5, 3.0),
+        "position": lambda n, k: (n / 2**k + 1.5, 1.0, 1.0, 3.0),
+        "float products": lambda n, k: (n / 2**k + 1.5, 0.0, 1.5, 0.0),
+        "rounded 1 - gamma": lambda n, k: (n / 2**k + 1.5, 1.0, 1.5, 3.0),
+    }[which]
+    monkeypatch.setattr(fp, "step_error_bounds", wrong)
+    assert refuted("FP-5")
+
+
+@pytest.mark.parametrize("which", ["multiplies only", "lower"])
+def test_wrong_stack_bound_fails_fp5(small_fp5, monkeypatch, which):
+    right = fp.exponent_stack_bounds
+
+    def wrong(pushes, n, k):
+        if which == "multiplies only":  # FP-4's bound, blind to the exponent pushes
+            multiplies = sum(o[0] == "multiply" for op, _, _ in pushes for o in fp._flat_ops(op))
+            return fp.stack_bounds(max(multiplies, 1), n, k, sum(spilled for _, _, spilled in pushes))
+        low, high = right(pushes, n, k)
+        return low + 1, high
+
+    monkeypatch.setattr(fp, "exponent_stack_bounds", wrong)
+    assert refuted("FP-5")
+
+
+def test_quotient_estimate_below_its_range_fails_fp5(small_fp5, monkeypatch):
+    monkeypatch.setattr(fp, "QUOTIENT_MIN_DIVISOR", 16)
+    assert refuted("FP-5")
+
+
+def test_inexact_inverse_fails_fp5(small_fp5, monkeypatch):
+    right = MomentumCoefficients.exact_undo_velocity
+
+    def off_by_one(self, state, fx):
+        right(self, state, fx)
+        state.v = state.v + (torch.arange(state.v.numel()).reshape(state.v.shape) == 0)
+
+    monkeypatch.setattr(MomentumCoefficients, "exact_undo_velocity", off_by_one)
+    assert refuted("FP-5")
