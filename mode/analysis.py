@@ -13,7 +13,9 @@ models on crossing, rings and spheres (06).
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import warnings
 from pathlib import Path
 
@@ -22,12 +24,14 @@ import torch
 from tqdm import TqdmWarning
 
 from mode.continuous import ODESolution, odeint
+from mode.exact import set_compile
 from mode.integrate import integrate
 from mode.nn import MomentumNet
 from mode.ode import as_vector_field, step_from_depth
+from mode.runtime import torch_threads
 from mode.schemes import SCHEMES
 from mode.theory.discretization import fitted_order
-from mode.theory.finite_precision import float_reversal_error
+from mode.theory.finite_precision import exponent_stack_bounds, float_reversal_error
 
 with warnings.catch_warnings():
     # The experiment registry imports tqdm.auto, which warns in a notebook kernel without ipywidgets;
@@ -41,6 +45,7 @@ __all__ = [
     "CallCounter",
     "amplification_depths",
     "at_time",
+    "benchmark_ratio",
     "benchmark_series",
     "convergence",
     "crossing_mse",
@@ -49,7 +54,9 @@ __all__ = [
     "float_reversal_errors",
     "growth_rate",
     "load_benchmark",
+    "memory_growth",
     "small_mass_gaps",
+    "stack_replay",
     "train_crossing",
     "train_rings",
     "train_spheres",
@@ -225,25 +232,140 @@ def fit_linear_map(target, kind: str, *, eps=None, T=1.0, steps=500, lr=0.05, se
 # 05: the committed memory benchmark
 # --------------------------------------------------------------------------------------------------
 
+#: The entries of a benchmark's ``results.json`` that list cells, each naming its ``workload``, and those
+#: keyed by workload.
+_CELL_LISTS = ("rows", "skipped", "probes", "timings", "ratios")
+_PER_WORKLOAD = ("workloads", "compile", "targets", "memory_check")
 
-def load_benchmark(path) -> dict:
-    """The ``results.json`` written by ``mode bench memory`` (``benchmarks/memory_depth/results.json``)."""
-    return json.loads(Path(path).read_text())
+
+def load_benchmark(path, workload: str | None = None) -> dict:
+    """The ``results.json`` written by ``mode bench memory`` (``benchmarks/memory_depth/results.json``).
+
+    With ``workload``, only that workload's part, in the same schema: its cells in the lists (``rows``,
+    ``skipped``, ...) and its entry alone in the dicts keyed by workload (``targets``, ...).
+    """
+    results = json.loads(Path(path).read_text())
+    if workload is None:
+        return results
+    if workload not in results["workloads"]:
+        raise ValueError(f"no workload {workload!r} in {path}; it holds {list(results['workloads'])}")
+    return {
+        **results,
+        "settings": {**results["settings"], "workloads": [workload]},
+        **{key: [cell for cell in results[key] if cell["workload"] == workload] for key in _CELL_LISTS},
+        **{key: {workload: results[key][workload]} for key in _PER_WORKLOAD},
+    }
 
 
-def benchmark_series(results: dict, method: str, key: str, part: str | None = None):
-    """Depths and the column ``key`` of one method's rows, sorted by depth; ``part`` picks an entry of a
-    dict-valued column (``"parameters"`` of ``grad_error``). Rows where the column is null are skipped."""
-    rows = sorted((row for row in results["rows"] if row["method"] == method), key=lambda row: row["depth"])
+def _benchmark_rows(results: dict, method: str, workload: str | None) -> list[dict]:
+    """``method``'s rows of ``workload`` (``None``: the file must hold one workload), sorted by depth."""
+    rows = [row for row in results["rows"] if workload is None or row["workload"] == workload]
+    names = {row["workload"] for row in rows}
+    if len(names) > 1:
+        raise ValueError(f"the results hold the workloads {sorted(names)}: pick one")
+    return sorted((row for row in rows if row["method"] == method), key=lambda row: row["depth"])
+
+
+def benchmark_series(
+    results: dict, method: str, key: str, part: str | None = None, workload: str | None = None
+):
+    """Depths and the column ``key`` of one method's rows of ``workload``, sorted by depth.
+
+    ``part`` picks an entry of a dict-valued column (``"parameters"`` of ``grad_error``). Rows where the
+    column is null (not measured: a skipped depth, an untimed one) are left out; a null part, which the
+    benchmark writes where the gradients were not finite, reads as ``inf``. ``workload`` may be left out
+    when the results hold one workload (:func:`load_benchmark` with ``workload``).
+    """
     depths, values = [], []
-    for row in rows:
+    for row in _benchmark_rows(results, method, workload):
         value = row.get(key)
         if value is not None and part is not None:
-            value = value[part]
+            value = np.inf if value[part] is None else value[part]
         if value is not None:
             depths.append(row["depth"])
             values.append(value)
     return np.array(depths), np.array(values, dtype=float)
+
+
+def benchmark_ratio(
+    results: dict,
+    numerator: str,
+    denominator: str,
+    key: str,
+    part: str | None = None,
+    workload: str | None = None,
+):
+    """Depths where both methods have the column ``key`` (its ``part``), and ``numerator``'s value over
+    ``denominator``'s there (of ``workload``, as in :func:`benchmark_series`).
+
+    For ``step_s`` these are the ``ratios`` of ``results.json`` (both medians come from the same
+    interleaved rounds).
+    """
+    top, bottom = (
+        dict(zip(*benchmark_series(results, method, key, part, workload), strict=True))
+        for method in (numerator, denominator)
+    )
+    depths = sorted(top.keys() & bottom.keys())
+    return np.array(depths), np.array([top[d] / bottom[d] for d in depths], dtype=float)
+
+
+def memory_growth(results: dict, method: str, workload: str | None = None, bit_stack: bool = True) -> float:
+    """Bytes per layer by which ``method``'s activation memory grows from its shallowest to its deepest
+    measured depth (of ``workload``, as in :func:`benchmark_series`); without the bit stack where
+    ``bit_stack`` is false (:func:`mode.bench.summary.activation_without_stack`)."""
+    from mode.bench.summary import activation_without_stack  # the benchmark's extras: momentumnet, memcnn
+
+    rows = _benchmark_rows(results, method, workload)
+    if len(rows) < 2:
+        raise ValueError(f"{method} was measured at {len(rows)} depth(s): growth needs two")
+    size = (lambda row: row["activation_bytes"]) if bit_stack else activation_without_stack
+    return (size(rows[-1]) - size(rows[0])) / (rows[-1]["depth"] - rows[0]["depth"])
+
+
+def stack_replay(results: dict, workload: str, depth: int) -> dict:
+    r"""Rerun the reversible forward that ``mode bench memory`` measured on ``workload`` at ``depth``
+    (the blocks, input, :math:`\gamma` and threads of ``results``, on the CPU) and hold its bit stack
+    against FP-5 (d), which needs the stack's pushes that ``results.json`` does not keep.
+
+    Returns
+    -------
+    dict
+        ``bits`` per coordinate after the forward; FP-5's ``lower`` and ``upper`` bounds on them
+        (:func:`~mode.theory.finite_precision.exponent_stack_bounds`); ``multiply_bits``, the
+        :math:`L\log_2(2^k/n)` bits the multiplies by :math:`\gamma = n/2^k` destroy, and
+        ``exponent_bits``, those the exponent moves shifted out (both counted as FP-5's :math:`I`).
+    """
+    from mode.bench.workloads import Workload, make_blocks, make_input
+
+    spec = results["workloads"][workload]  # the dataclass's fields, and descriptions
+    chosen = Workload(**{field.name: spec[field.name] for field in dataclasses.fields(Workload)})
+    cpu = torch.device("cpu")
+    # Eager kernels: the compiled ones give the same stack bit for bit (FP-5 (b)), after a compilation
+    # that takes longer than the replay.
+    previous = set_compile(False)
+    try:
+        with torch_threads(results["settings"]["threads"]):
+            net = MomentumNet(
+                make_blocks(depth, chosen, results["seed"], cpu),
+                gamma=results["settings"]["gamma"],
+                backprop="reversible",
+            )
+            output = net(make_input(chosen, results["seed"], cpu).requires_grad_())
+    finally:
+        set_compile(previous)
+    stack = net.bit_stack  # held by the forward's record, which lives as long as its output
+    del output
+    # The record of each push: its ops, chunk width and spilled chunks, as FP-5 (d) reads them.
+    pushes = [(record.op, record.width, record.spilled) for record in stack._history]
+    lower, upper = exponent_stack_bounds(pushes, net.n, net.k)
+    multiply_bits = depth * math.log2(2**net.k / net.n)
+    return {
+        "bits": stack.bits_per_coordinate(),
+        "lower": lower,
+        "upper": upper,
+        "multiply_bits": multiply_bits,
+        "exponent_bits": lower - 1 - multiply_bits,  # FP-5's I, less the multiplies' bits
+    }
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """``mode.analysis``, the computations behind the notebooks, on small cases with known answers."""
 
+import dataclasses
+import json
 import math
 
 import numpy as np
@@ -10,12 +12,16 @@ import mode
 from mode.analysis import (
     CallCounter,
     at_time,
+    benchmark_ratio,
     benchmark_series,
     convergence,
     depth_errors,
     fit_linear_map,
     growth_rate,
+    load_benchmark,
+    memory_growth,
     small_mass_gaps,
+    stack_replay,
 )
 from mode.theory import psi
 
@@ -65,14 +71,80 @@ def test_fit_linear_map_reaches_a_reachable_scalar():
         fit_linear_map([[1.0]], "momentum")
 
 
-def test_benchmark_series_sorts_skips_nulls_and_picks_parts():
-    results = {
-        "rows": [
-            {"method": "a", "depth": 30, "x": {"p": 3.0}},
-            {"method": "a", "depth": 10, "x": {"p": 1.0}},
-            {"method": "a", "depth": 20, "x": None},
-            {"method": "b", "depth": 10, "x": {"p": math.pi}},
-        ]
+def _benchmark(rows, **extra) -> dict:
+    return {
+        "rows": [dict(zip(("workload", "method", "depth", "x"), row, strict=True)) for row in rows],
+        **extra,
     }
+
+
+def test_benchmark_series_sorts_skips_nulls_and_picks_parts():
+    results = _benchmark(
+        [
+            ("w", "a", 30, {"p": 3.0}),
+            ("w", "a", 10, {"p": 1.0}),
+            ("w", "a", 20, None),
+            ("w", "a", 40, {"p": None}),  # the benchmark's null part: gradients not finite
+            ("w", "b", 10, {"p": math.pi}),
+        ]
+    )
     depths, values = benchmark_series(results, "a", "x", "p")
-    assert depths.tolist() == [10, 30] and values.tolist() == [1.0, 3.0]
+    assert depths.tolist() == [10, 30, 40] and values.tolist() == [1.0, 3.0, math.inf]
+
+
+def test_benchmark_series_keeps_to_one_workload():
+    results = _benchmark([("v", "a", 10, 1.0), ("w", "a", 10, 2.0), ("w", "a", 20, 4.0)])
+    assert benchmark_series(results, "a", "x", workload="w")[1].tolist() == [2.0, 4.0]
+    with pytest.raises(ValueError, match="pick one"):
+        benchmark_series(results, "a", "x")
+
+
+def test_benchmark_ratio_divides_at_the_depths_both_have():
+    results = _benchmark([("w", "a", 10, 6.0), ("w", "a", 20, 8.0), ("w", "b", 20, 2.0), ("w", "b", 30, 1.0)])
+    depths, ratios = benchmark_ratio(results, "a", "b", "x", workload="w")
+    assert depths.tolist() == [20] and ratios.tolist() == [4.0]
+
+
+def test_load_benchmark_selects_one_workload(tmp_path):
+    results = {
+        **_benchmark([("v", "a", 10, 1.0), ("w", "a", 10, 2.0)]),
+        "settings": {"workloads": ["v", "w"], "gamma": 0.9},
+        "skipped": [{"workload": "v", "method": "a", "depth": 100}],
+        **{key: [] for key in ("probes", "timings", "ratios")},
+        **{key: {"v": key + " of v", "w": key + " of w"} for key in ("workloads", "compile", "targets")},
+        "memory_check": {"v": None, "w": None},
+    }
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    assert load_benchmark(path) == results
+    w = load_benchmark(path, workload="w")
+    assert w["settings"] == {"workloads": ["w"], "gamma": 0.9} and w["skipped"] == []
+    assert w["rows"] == results["rows"][1:] and w["targets"] == {"w": "targets of w"}
+    with pytest.raises(ValueError, match="no workload"):
+        load_benchmark(path, workload="u")
+
+
+def test_memory_growth_per_layer_with_and_without_the_bit_stack():
+    rows = [
+        {"workload": "w", "method": "r", "depth": d, "activation_bytes": a, "stack_bytes": s}
+        for d, a, s in ((10, 1000, 100), (110, 2200, 1000))
+    ]
+    assert memory_growth({"rows": rows}, "r") == 12.0
+    assert memory_growth({"rows": rows}, "r", bit_stack=False) == 3.0
+    with pytest.raises(ValueError, match="two"):
+        memory_growth({"rows": rows[:1]}, "r")
+
+
+def test_stack_replay_holds_its_stack_within_fp5():
+    from mode.bench.workloads import Workload
+
+    workload = Workload("w", "mlp", batch=4, dim=8, hidden=16)
+    results = {
+        "workloads": {"w": {**dataclasses.asdict(workload), "block": "described"}},
+        "seed": 0,
+        "settings": {"gamma": 0.9, "threads": 1},
+    }
+    replay = stack_replay(results, "w", 200)
+    assert replay["lower"] <= replay["bits"] < replay["upper"]
+    assert replay["multiply_bits"] == pytest.approx(200 * math.log2(1 / 0.9), rel=1e-6)
+    assert replay["exponent_bits"] > 0 and replay["bits"] > 64  # exponents moved, chunks spilled

@@ -5,24 +5,50 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from mode.bench.workloads import (
+    FULL_DEPTHS,
+    FULL_SETTINGS,
+    GIB,
+    QUICK_DEPTHS,
+    QUICK_SETTINGS,
+    WORKLOAD_NAMES,
+)
+
+
+def _words(values) -> str:
+    return " ".join(map(str, values))
+
 
 def _memory(args: argparse.Namespace) -> int:
-    # Imported here so that ``mode --help`` does not load matplotlib and momentumnet.
-    from mode.bench.memory import FULL, QUICK, run_memory_benchmark
+    # Imported here so that ``mode --help`` does not load matplotlib, momentumnet and memcnn.
+    from mode.bench.memory import run_memory_benchmark
     from mode.bench.summary import markdown_table
 
-    workload = dataclasses.replace(QUICK if args.quick else FULL, threads=args.threads)
+    given = {
+        "memory_cap": None if args.memory_cap is None else round(args.memory_cap * GIB),
+        "step_budget_s": args.step_budget,
+        "timing_budget_s": args.timing_budget,
+        "memory_workers": args.memory_workers,
+    }
+    overrides = {"threads": args.threads, **{key: value for key, value in given.items() if value is not None}}
     results = run_memory_benchmark(
+        workloads=args.workloads,
         depths=args.depths,
         quick=args.quick,
         seed=args.seed,
         out=args.out,
         device=args.device,
-        workload=workload,
+        settings=dataclasses.replace(QUICK_SETTINGS if args.quick else FULL_SETTINGS, **overrides),
     )
     print(markdown_table(results["rows"]))
-    for name, target in results["targets"].items():
-        print(f"{name}: {'met' if target['met'] else 'NOT met'} ({target['target']})")
+    for cell in results["skipped"]:
+        print(f"skipped {cell['workload']} {cell['method']} L={cell['depth']}: {cell['reason']}")
+    for timing in results["timings"]:
+        if timing["reason"] is not None:
+            print(f"not timed {timing['workload']} L={timing['depth']}: {timing['reason']}")
+    for workload, targets in results["targets"].items():
+        for name, target in targets.items():
+            print(f"{workload} {name}: {'met' if target['met'] else 'NOT met'} ({target['target']})")
     print(f"wrote {args.out}/results.json and figures")
     return 0
 
@@ -33,16 +59,31 @@ def add_parser(subparsers) -> None:
     benchmarks = bench.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     memory = benchmarks.add_parser(
         "memory",
-        help="activation memory, step time and gradient error against depth",
+        help="activation memory, step time and gradient error against depth, per workload",
         description="Activation memory (peak training memory minus parameters and gradients), step time "
-        "and gradient error against depth for a ResNet, MomentumNet (autograd, reversible, "
-        "checkpointing) and momentumnet's memory-saving mode. Writes results.json and PNG figures.",
+        "and gradient error against depth on MLP, conv and transformer workloads, for a ResNet, "
+        "MomentumNet (autograd, reversible, checkpointing), momentumnet's memory-saving mode and memcnn's "
+        "invertible couplings. Cells estimated past the memory cap or the step budget are skipped with "
+        "the reason. Writes results.json and PNG figures.",
     )
     memory.add_argument(
-        "--quick", action="store_true", help="smaller sizes and depths 10, 30, 100 (~1 minute)"
+        "--quick",
+        action="store_true",
+        help=f"small sizes and depths {_words(QUICK_DEPTHS)} (a few seconds per cell)",
     )
     memory.add_argument(
-        "--depths", type=int, nargs="+", metavar="L", help="depths (default 10 30 100 300 1000)"
+        "--workloads",
+        nargs="+",
+        choices=WORKLOAD_NAMES,
+        metavar="NAME",
+        help=f"workloads to run (default all: {_words(WORKLOAD_NAMES)})",
+    )
+    memory.add_argument(
+        "--depths",
+        type=int,
+        nargs="+",
+        metavar="L",
+        help=f"depths (default {_words(FULL_DEPTHS)}; --quick: {_words(QUICK_DEPTHS)})",
     )
     memory.add_argument("--seed", type=int, default=0, help="seed of the weights and the input (default 0)")
     memory.add_argument(
@@ -51,5 +92,32 @@ def add_parser(subparsers) -> None:
     memory.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default cpu)")
     memory.add_argument(
         "--threads", type=int, default=1, help="torch threads (default 1: stable timings on a shared machine)"
+    )
+    memory.add_argument(
+        "--memory-cap",
+        type=float,
+        metavar="GIB",
+        help="skip cells whose peak memory is estimated above this "
+        f"(default {FULL_SETTINGS.memory_cap / GIB:g})",
+    )
+    memory.add_argument(
+        "--step-budget",
+        type=float,
+        metavar="SECONDS",
+        help="skip cells whose training step is estimated above this (default "
+        f"{FULL_SETTINGS.step_budget_s:g}; --quick: {QUICK_SETTINGS.step_budget_s:g})",
+    )
+    memory.add_argument(
+        "--timing-budget",
+        type=float,
+        metavar="SECONDS",
+        help="time no depth whose timing process is estimated above this; its memory is still measured "
+        f"(default {FULL_SETTINGS.timing_budget_s:g}; --quick: {QUICK_SETTINGS.timing_budget_s:g})",
+    )
+    memory.add_argument(
+        "--memory-workers",
+        type=int,
+        metavar="N",
+        help=f"memory processes at once (default {FULL_SETTINGS.memory_workers}; timings run alone)",
     )
     memory.set_defaults(run=_memory)

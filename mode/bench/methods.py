@@ -1,18 +1,27 @@
-"""The workload and the five training setups that ``mode bench memory`` compares.
+"""The six training setups that ``mode bench memory`` compares, over the blocks of a workload.
 
-Every setup runs the same residual blocks on the same input, so memory, time and gradients differ only
-by the way the momentum recursion is differentiated.
+The ResNet and the MomentumNet setups run the same blocks on the same input, so memory, time and
+gradients differ only by the way the momentum recursion is differentiated. memcnn runs another model,
+additive couplings of half-width blocks (:func:`make_couplings`), at the same cost per layer.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
 
 import momentumnet
 import torch
 from momentumnet.exact_rep_pytorch import TorchExactRep
 
+from mode.bench.workloads import Workload, make_blocks
 from mode.nn import MomentumNet
+
+with warnings.catch_warnings():
+    # memcnn 1.5.2 decorates its Function with torch.cuda.amp's deprecated custom_fwd at import time.
+    warnings.simplefilter("ignore", FutureWarning)
+    import memcnn
+# ... and frees and restores inputs through Tensor.storage(), deprecated in torch 2 but still working.
+warnings.filterwarnings("ignore", message="TypedStorage is deprecated", module=r"memcnn\.")
 
 #: Method name -> description, in the order tables and figures list them.
 METHODS = {
@@ -21,64 +30,78 @@ METHODS = {
     "reversible": "MomentumNet, reversible",
     "checkpoint": "MomentumNet, checkpointing (ceil(sqrt(L)) segments)",
     "momentumnet": f"momentumnet {momentumnet.__version__}, use_backprop=False",
+    "memcnn": f"memcnn {memcnn.__version__}, AdditiveCoupling in InvertibleModuleWrapper(keep_input=False)",
 }
 #: The method every gradient and step time is compared with.
 REFERENCE = "autograd"
+#: The methods that run memcnn couplings rather than the workload's blocks.
+COUPLED = ("memcnn",)
 
 
-@dataclass(frozen=True)
-class Workload:
-    """Sizes of a run: ``Linear(dim, hidden) -> tanh -> Linear(hidden, dim)`` blocks, one per layer with
-    its own weights, on a ``(batch, dim)`` float32 input, with momentum ``gamma``.
-
-    ``repeats`` is the least number of timed training steps per method and depth; rounds go on until
-    every method has spent ``min_seconds`` in timed steps (at most ``max_rounds``), so that shallow
-    networks, whose steps take milliseconds, get as many samples as the noise of the machine needs.
-    ``threads`` is the number of torch intra-op threads: on a machine shared with other jobs, more than
-    one thread spends much of its time waiting for the others at every operation, which swamps the
-    differences being measured.
-    """
-
-    batch: int
-    dim: int
-    hidden: int
-    gamma: float = 0.9
-    repeats: int = 3
-    threads: int = 1
-    min_seconds: float = 1.0
-    max_rounds: int = 200
+def family(method: str) -> str:
+    """``"couplings"`` for the methods in :data:`COUPLED`, else ``"blocks"``: the layers ``method`` runs."""
+    return "couplings" if method in COUPLED else "blocks"
 
 
-def make_blocks(depth: int, workload: Workload, seed: int, device: torch.device) -> list[torch.nn.Module]:
-    """``depth`` freshly initialised blocks, identical for a given seed in every process."""
-    # Initialised on the CPU generator whatever the device, so a GPU run has the same weights.
+def make_couplings(depth: int, workload: Workload, seed: int, device: torch.device) -> list[torch.nn.Module]:
+    """``depth`` memcnn ``AdditiveCoupling`` layers whose ``Fm`` and ``Gm`` are blocks of ``workload``'s
+    kind on half its ``dim``, with inner width :attr:`~mode.bench.workloads.Workload.coupling_hidden`."""
     torch.manual_seed(seed)
-    blocks = [
-        torch.nn.Sequential(
-            torch.nn.Linear(workload.dim, workload.hidden),
-            torch.nn.Tanh(),
-            torch.nn.Linear(workload.hidden, workload.dim),
-        )
+    half, hidden = workload.dim // 2, workload.coupling_hidden
+    return [
+        memcnn.AdditiveCoupling(
+            workload.block(half, hidden), workload.block(half, hidden), split_dim=workload.split_dim
+        ).to(device)
         for _ in range(depth)
     ]
-    return [block.to(device) for block in blocks]
 
 
-def make_input(workload: Workload, seed: int, device: torch.device) -> torch.Tensor:
-    """The benchmark input, a standard normal ``(batch, dim)`` tensor."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(workload.batch, workload.dim, generator=generator).to(device)
+def make_layers(kind: str, depth: int, workload: Workload, seed: int, device) -> list[torch.nn.Module]:
+    """``depth`` layers of ``kind``, a :func:`family`: the workload's blocks or :func:`make_couplings`."""
+    make = make_couplings if kind == "couplings" else make_blocks
+    return make(depth, workload, seed, torch.device(device))
 
 
-def build(method: str, blocks: list[torch.nn.Module], gamma: float) -> torch.nn.Module:
-    """The network of ``method`` over ``blocks`` (the modules are shared, not copied)."""
+class Coupled(torch.nn.Module):
+    """memcnn's couplings in sequence, each in an ``InvertibleModuleWrapper``.
+
+    ``keep_input=False`` frees each wrapper's input during the forward pass and rebuilds it by inversion
+    in the backward pass (memcnn's memory-saving mode); ``disable=True`` runs the couplings through plain
+    autograd, the reference for that mode's gradients.
+    """
+
+    def __init__(self, couplings: list[torch.nn.Module], keep_input: bool = False, disable: bool = False):
+        super().__init__()
+        self.layers = torch.nn.ModuleList(
+            memcnn.InvertibleModuleWrapper(coupling, keep_input=keep_input, disable=disable)
+            for coupling in couplings
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The first wrapper frees its input's storage: that must be a copy, not the caller's tensor.
+        x = x.clone()
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def build(method: str, layers: list[torch.nn.Module], gamma: float) -> torch.nn.Module:
+    """The network of ``method`` over ``layers`` from :func:`make_layers` (shared, not copied)."""
     if method == "resnet":
-        return MomentumNet(blocks, gamma=0.0, backprop="autograd")
+        return MomentumNet(layers, gamma=0.0, backprop="autograd")
     if method == "momentumnet":
-        return momentumnet.MomentumNet(blocks, gamma=gamma, use_backprop=False)
+        return momentumnet.MomentumNet(layers, gamma=gamma, use_backprop=False)
+    if method == "memcnn":
+        return Coupled(layers)
     if method in ("autograd", "reversible", "checkpoint"):
-        return MomentumNet(blocks, gamma=gamma, backprop=method)
+        return MomentumNet(layers, gamma=gamma, backprop=method)
     raise ValueError(f"unknown method {method!r}; expected one of {tuple(METHODS)}")
+
+
+def autograd_net(kind: str, layers: list[torch.nn.Module], gamma: float) -> torch.nn.Module:
+    """Plain autograd through the model over ``layers`` of ``kind`` (a :func:`family`): MomentumNet
+    autograd for blocks, the couplings without memcnn's wrapper for couplings."""
+    return Coupled(layers, disable=True) if kind == "couplings" else build(REFERENCE, layers, gamma)
 
 
 def forward_loss(net: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,5 @@
-"""Activation memory of one training step, measured in a fresh process per method and depth.
+"""Activation memory of one training step, measured in a fresh process per cell, and the server that
+runs such processes (for the step timings of :mod:`mode.bench.steps` too).
 
 Activation memory is the peak memory of a training step (forward and backward) minus the memory held
 just before it, after an identical warm-up step has allocated the parameters' ``.grad`` tensors. On
@@ -8,32 +9,30 @@ the CPU: the peak resident set size (``VmHWM``, restarted after the warm-up thro
 
 Each point runs in a fresh process, so that no allocation of another method or depth is cached where
 it would hide or inflate the peak. :class:`PointServer` starts ``python -m mode.bench.peak``, which
-imports torch once and then forks one child per point (importing torch anew for every point would cost
-more than many of the points themselves).
+imports torch once and then forks one child per request (importing torch anew for every point would
+cost more than many of the points themselves).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
 import subprocess
 import sys
+import time
 import traceback
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from mode.bench.methods import (
-    Workload,
-    build,
-    forward_loss,
-    make_blocks,
-    make_input,
-)
+from mode.bench.methods import build, family, forward_loss, make_layers
 from mode.bench.rss import MALLOC_ENV, reset_peak, status_bytes
+from mode.bench.steps import measure_depth
 from mode.bench.summary import stack_bits_bound
+from mode.bench.workloads import Settings, Workload, make_input
 from mode.runtime import torch_threads
 
 
@@ -52,7 +51,9 @@ def _peak(device: torch.device) -> int:
     return status_bytes("VmHWM")
 
 
-def measure_point(method: str, depth: int, workload: dict, seed: int, device: str) -> dict:
+def measure_point(
+    method: str, depth: int, workload: Workload, settings: Settings, seed: int, device: str
+) -> dict:
     """Measure one training step of ``method`` at ``depth`` in this process (use a fresh one).
 
     Parameters
@@ -60,9 +61,11 @@ def measure_point(method: str, depth: int, workload: dict, seed: int, device: st
     method : str
         A key of :data:`mode.bench.methods.METHODS`.
     depth : int
-        Number of blocks :math:`L`.
-    workload : dict
-        The fields of a :class:`~mode.bench.methods.Workload`.
+        Number of layers :math:`L`.
+    workload : Workload
+        The blocks and the input.
+    settings : Settings
+        ``gamma`` and ``threads`` are used.
     seed : int
         Seed of the weights and the input.
     device : str
@@ -73,23 +76,27 @@ def measure_point(method: str, depth: int, workload: dict, seed: int, device: st
     dict
         ``activation_bytes`` (peak minus baseline), ``baseline_bytes``, ``peak_bytes``,
         ``parameter_bytes``, ``loss_finite``, ``peak_reset`` (whether the CPU measurement could restart
-        the peak record after the warm-up; if not, the peak also covers the warm-up, an equal step) and
-        for the reversible method ``stack_bytes`` and ``stack_bits_per_coordinate`` of
-        the bit stack after the forward pass with their ``stack_bits_bound``
+        the peak record after the warm-up; if not, the peak also covers the warm-up, an equal step),
+        ``memory_step_wall_s`` (wall-clock time of the measured step, which the benchmark extrapolates to
+        deeper networks) and for the reversible method ``stack_bytes`` and ``stack_bits_per_coordinate``
+        of the bit stack after the forward pass with their ``stack_bits_bound``
         (:func:`~mode.bench.summary.stack_bits_bound`), else ``None``.
     """
-    device, workload = torch.device(device), Workload(**workload)
-    with torch_threads(workload.threads):
-        return _measure(method, depth, workload, seed, device)
+    device = torch.device(device)
+    with torch_threads(settings.threads):
+        return _measure(method, depth, workload, settings.gamma, seed, device)
 
 
-def _measure(method: str, depth: int, workload: Workload, seed: int, device: torch.device) -> dict:
-    net = build(method, make_blocks(depth, workload, seed, device), workload.gamma)
+def _measure(
+    method: str, depth: int, workload: Workload, gamma: float, seed: int, device: torch.device
+) -> dict:
+    net = build(method, make_layers(family(method), depth, workload, seed, device), gamma)
     x = make_input(workload, seed, device)
     # The warm-up allocates every .grad and, at full size, touches every thread, scratch buffer and
     # library page that the measured step will use, so that the measured step counts none of them.
     forward_loss(net, x)[1].backward()
     before, peak_reset = _before_step(device)
+    start = time.perf_counter()
     _, loss = forward_loss(net, x)
     stack = {"stack_bytes": None, "stack_bits_per_coordinate": None, "stack_bits_bound": None}
     if method == "reversible":
@@ -109,21 +116,36 @@ def _measure(method: str, depth: int, workload: Workload, seed: int, device: tor
         **stack,
         "loss_finite": math.isfinite(loss.item()),
         "peak_reset": peak_reset,
+        "memory_step_wall_s": time.perf_counter() - start,
     }
 
 
+#: What a :class:`PointServer` can run: a task name -> a function of ``workload`` and ``settings`` (and
+#: JSON-ready arguments) that returns a JSON-ready dict.
+TASKS = {"memory": measure_point, "steps": measure_depth}
+
+
+def _answer(request: dict) -> dict:
+    task = TASKS[request.pop("task")]
+    workload, settings = Workload(**request.pop("workload")), Settings(**request.pop("settings"))
+    return task(workload=workload, settings=settings, **request)
+
+
 def _serve() -> None:
-    """Read one JSON object of :func:`measure_point` arguments per line of stdin; answer each with one
-    JSON line on stdout, measured in a child forked for that point alone.
+    """Read one JSON request (``task``, ``workload``, ``settings`` and the task's other arguments) per
+    line of stdin; answer each with one JSON line on stdout, computed in a child forked for it alone.
 
     The server itself runs no torch operation, so every child starts from the same state: modules
     imported, no thread pool, no tensor allocated.
     """
+    # torch.utils.checkpoint and autograd.grad import torch._dynamo on first use, seconds of work that
+    # every child would repeat.
+    importlib.import_module("torch._dynamo")
     for line in sys.stdin:
         pid = os.fork()
         if pid == 0:
             try:
-                answer = measure_point(**json.loads(line))
+                answer = _answer(json.loads(line))
             except BaseException:
                 answer = {"error": traceback.format_exc()}
             sys.stdout.write(json.dumps(answer) + "\n")
@@ -137,14 +159,23 @@ def _serve() -> None:
             sys.stdout.flush()
 
 
-class PointServer:
-    """A ``python -m mode.bench.peak`` process that measures points in fresh children; a context manager.
+class PointFailed(RuntimeError):
+    """A request that the fresh process could not answer; the message holds its traceback."""
 
-    It runs with :data:`MALLOC_ENV` and imports this source tree, whether or not it is the installed one.
+
+class PointServer:
+    """A ``python -m mode.bench.peak`` process that answers requests in fresh children; a context manager.
+
+    It imports this source tree, whether or not it is the installed one, and runs with ``env`` added to
+    the environment: :data:`MALLOC_ENV` for memory points (the default); none for timings, which should
+    see the allocator that users run.
     """
 
+    def __init__(self, env: dict[str, str] | None = None):
+        self._env = MALLOC_ENV if env is None else env
+
     def __enter__(self) -> PointServer:
-        env = dict(os.environ, **MALLOC_ENV)
+        env = dict(os.environ, **self._env)
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (root, env.get("PYTHONPATH"))))
         self._process = subprocess.Popen(
@@ -160,24 +191,34 @@ class PointServer:
         self._process.stdin.close()
         self._process.wait()
 
-    def measure(self, method: str, depth: int, workload: Workload, seed: int, device: str) -> dict:
-        """:func:`measure_point` in a fresh process; raises ``RuntimeError`` if it failed."""
-        kwargs = {
-            "method": method,
-            "depth": depth,
-            "workload": asdict(workload),
-            "seed": seed,
-            "device": device,
-        }
-        self._process.stdin.write(json.dumps(kwargs) + "\n")
+    def submit(self, task: str, workload: Workload, settings: Settings, **kwargs) -> None:
+        """Start :data:`TASKS` ``[task]`` in a fresh process; :meth:`receive` returns its answer."""
+        request = {"task": task, "workload": asdict(workload), "settings": asdict(settings), **kwargs}
+        self._process.stdin.write(json.dumps(request) + "\n")
         self._process.stdin.flush()
+
+    def receive(self) -> dict:
+        """Wait for the answer to the last :meth:`submit`.
+
+        Raises
+        ------
+        PointFailed
+            If the task raised or its process died (its answer's ``error``).
+        RuntimeError
+            If the server itself stopped.
+        """
         line = self._process.stdout.readline()
         if not line:
-            raise RuntimeError(f"the memory server stopped (exit status {self._process.wait()})")
+            raise RuntimeError(f"the benchmark server stopped (exit status {self._process.wait()})")
         answer = json.loads(line)
         if "error" in answer:
-            raise RuntimeError(f"memory point {method} at L={depth} failed:\n{answer['error']}")
+            raise PointFailed(answer["error"])
         return answer
+
+    def call(self, task: str, workload: Workload, settings: Settings, **kwargs) -> dict:
+        """:meth:`submit`, then :meth:`receive`."""
+        self.submit(task, workload, settings, **kwargs)
+        return self.receive()
 
 
 if __name__ == "__main__":

@@ -1,28 +1,63 @@
 r"""``memory-depth``: the MomentumNet memory and time benchmark (``mode bench memory``), in the report.
 
-It runs :func:`mode.bench.memory.run_memory_benchmark` (the quick or the full sizes of the benchmark),
-which writes its own ``results.json`` (with its definitions and caveats) and figures into the subfolder
-``benchmark/``, and judges two of the benchmark's targets: the reversible mode's activation memory, less
-its bit stack, stays flat in depth, and its gradients equal autograd's. At the full sizes flatness is the
-issue's target (deepest within 1.2x of shallowest); at the quick sizes the reversible step needs only
-about 1.5 MB and a few hundred kB of resident-set noise can move that ratio past 1.2 (seen: 1.26 on a
-loaded machine), so there the reversible growth from the shallowest to the deepest depth is judged
-against autograd's growth (at most 5 % of it). Its bit stack is judged at the full depths only (at the
-quick ones the 64-bit live word dominates the :math:`L \log_2(1/\gamma)` bits); step time is reported
-and not judged, since on a shared machine it measures the neighbours as much as the code.
+It runs :func:`mode.bench.memory.run_memory_benchmark` on one workload, ``wide-mlp`` (the benchmark's
+historical workload: blocks :math:`\mathrm{Linear}(32, 1024) \to \tanh \to \mathrm{Linear}(1024, 32)`, batch
+256, at full size), at the benchmark's quick or full depths, sizes and settings. The whole benchmark, five
+workloads, takes about 40 minutes at full size, too long for the report: ``mode bench memory`` runs it,
+and the other workloads measure the same methods on other blocks. The benchmark writes its own
+``results.json`` (definitions, caveats, skipped cells, targets) and figures into the subfolder
+``benchmark/``; the metrics here repeat its rows and targets for the workload, met or not.
+
+The criteria are what the reversible mode must do on any machine:
+
+* gradients: against float64 autograd, its float32 gradients are at most :data:`GRADIENT_RATIO` times
+  as far off as float32 autograd's, at every depth (worst of input and parameters);
+* memory: it stores no activations. Its activation memory less the bit stack grows per layer by at most
+  a fraction of autograd's growth (:data:`FULL_GROWTH_FRACTION`; :data:`QUICK_GROWTH_FRACTION` at the
+  quick sizes, where a few hundred kB of resident-set noise weigh more). Storing the blocks' inputs alone
+  would cost :math:`d/(d + d_h)` of autograd's growth, 3 % at full size. It does not stay flat: for every
+  step that moves an exponent, FP-5 (a) keeps the exponents and shifts of every sample, four int64
+  (up to 8 kB per layer at full size, against autograd's 1.1 MB), so the benchmark's flatness target
+  (``reversible_memory_flat``) is reported, not judged;
+* bit stack: at the deepest depth, the bits per coordinate the benchmark measured lie within FP-5's
+  bounds (d), from the pushes of a replay of the same forward (:func:`mode.analysis.stack_replay`): at
+  least :math:`L\log_2(1/\gamma)` plus the bits the exponent moves shifted out, plus one. FP-4's bound on
+  the multiplies alone no longer bounds MomentumNet's stack, which holds the exponent moves' bits too.
+
+Step time is reported and not judged: on a shared machine it measures the neighbours as much as the code.
 """
 
 from __future__ import annotations
 
+import math
+
 from mode.experiments.registry import criterion, experiment
 
-#: Largest relative gradient error of the reversible mode against autograd (float32 rounding only).
-GRADIENT_TOLERANCE = 1e-5
-#: Quick sizes: largest reversible growth in activation memory, as a fraction of autograd's.
-QUICK_GROWTH_FRACTION = 0.05
-#: ``None``: the benchmark's own depths and workload for its quick or full size.
-QUICK = {"depths": None, "workload": None}
-FULL = {"depths": None, "workload": None}
+#: Reversible gradient error against float64 over float32 autograd's, at most (float32 rounding only).
+GRADIENT_RATIO = 2.0
+#: Reversible growth in activation memory (less the bit stack) over autograd's, at most.
+FULL_GROWTH_FRACTION = 0.02
+QUICK_GROWTH_FRACTION = 0.1
+#: The workload (a name, or a :class:`~mode.bench.workloads.Workload`) and, ``None`` for the benchmark's
+#: own, the depths and :class:`~mode.bench.workloads.Settings` at the quick and the full size.
+QUICK = {"workload": "wide-mlp", "depths": None, "settings": None}
+FULL = {"workload": "wide-mlp", "depths": None, "settings": None}
+
+
+def _bit_stack_criteria(results: dict, name: str) -> tuple[dict, dict]:
+    """The bit stack of ``name``'s deepest reversible row against FP-5 (d), and the replay behind it."""
+    # Imported here: mode.analysis imports other experiments, and the benchmark's extras.
+    from mode.analysis import benchmark_series, stack_replay
+
+    depths, bits = benchmark_series(results, "reversible", "stack_bits_per_coordinate", workload=name)
+    replay = {**stack_replay(results, name, int(depths[-1])), "depth": int(depths[-1])}
+    criteria = {
+        "bit stack at the deepest depth >= FP-5 lower bound, L log2(1/gamma) + exponent bits + 1": criterion(
+            bits[-1], ">=", replay["lower"]
+        ),
+        "bit stack at the deepest depth < FP-5 upper bound": criterion(bits[-1], "<", replay["upper"]),
+    }
+    return criteria, replay
 
 
 @experiment(
@@ -30,46 +65,48 @@ FULL = {"depths": None, "workload": None}
 )
 def run(context) -> dict:
     try:
+        from mode.analysis import memory_growth
         from mode.bench.memory import run_memory_benchmark
-        from mode.bench.summary import activation_without_stack
-    except ImportError as error:  # the benchmark compares with the peer package momentumnet
+    except ImportError as error:  # the benchmark compares with the peer packages momentumnet and memcnn
         raise ImportError(
             f"memory-depth runs mode bench memory, which needs: pip install 'momentum-ode[bench]' ({error})"
         ) from error
     size = QUICK if context.quick else FULL
     out = context.out / "benchmark"
-    results = run_memory_benchmark(quick=context.quick, seed=context.seed, out=out, **size)
+    results = run_memory_benchmark(
+        workloads=(size["workload"],),
+        depths=size["depths"],
+        quick=context.quick,
+        seed=context.seed,
+        out=out,
+        settings=size["settings"],
+    )
     context.figures.extend(sorted(f"{out.name}/{path.name}" for path in out.glob("*.png")))
-    targets = results["targets"]
-    reversible = [row for row in results["rows"] if row["method"] == "reversible"]
+    (name,) = results["settings"]["workloads"]
+    targets = results["targets"][name]
+    accuracy = targets["gradient_accuracy"]["value"]  # None where no depth had a float64 reference
+    growth = memory_growth(results, "reversible", name, bit_stack=False) / memory_growth(
+        results, "autograd", name
+    )
     criteria = {
-        "reversible max relative parameter-gradient error vs autograd": criterion(
-            max(row["grad_error"]["parameters"] for row in reversible), "<=", GRADIENT_TOLERANCE
+        "reversible / float32 autograd gradient error against float64, worst depth": criterion(
+            math.inf if accuracy is None else accuracy, "<=", GRADIENT_RATIO
+        ),
+        "reversible memory growth (less the bit stack) / autograd memory growth": criterion(
+            growth, "<=", QUICK_GROWTH_FRACTION if context.quick else FULL_GROWTH_FRACTION
         ),
     }
-    if context.quick:
-
-        def growth(method: str) -> int:
-            sizes = {
-                row["depth"]: activation_without_stack(row)
-                for row in results["rows"]
-                if row["method"] == method
-            }
-            return sizes[max(sizes)] - sizes[min(sizes)]
-
-        criteria["reversible memory growth / autograd memory growth, shallowest to deepest"] = criterion(
-            growth("reversible") / growth("autograd"), "<=", QUICK_GROWTH_FRACTION
-        )
-    else:
-        criteria["reversible memory flat (deepest / shallowest, less the bit stack)"] = criterion(
-            targets["reversible_memory_flat"]["ratio"], "<=", targets["reversible_memory_flat"]["threshold"]
-        )
-        by_depth = targets["bit_stack_bits"]["ratio_by_depth"]
-        criteria["bit stack / (L log2(1/gamma)) at the deepest depth"] = criterion(
-            by_depth[max(by_depth)], "<=", targets["bit_stack_bits"]["threshold"]
-        )
+    stack, replay = _bit_stack_criteria(results, name)
+    criteria.update(stack)
     return {
         "settings": results["settings"],
-        "metrics": {"rows": results["rows"], "targets": targets},
+        "metrics": {
+            "workload": results["workloads"][name],
+            "rows": [row for row in results["rows"] if row["workload"] == name],
+            "skipped": [cell for cell in results["skipped"] if cell["workload"] == name],
+            "targets": targets,
+            "memory_check": results["memory_check"][name],
+            "stack_replay": replay,
+        },
         "criteria": criteria,
     }

@@ -112,11 +112,19 @@ REDUCED = {
 }
 
 
-def _tiny_memory_benchmark():
-    from mode.bench.methods import Workload
+def _tiny_memory_benchmark(monkeypatch):
+    from mode.bench.workloads import Settings, Workload
 
-    # The benchmark's own test workload: autograd's activations, 1.1 MB per layer, far above RSS noise.
-    return {"depths": (2, 6), "workload": Workload(batch=512, dim=32, hidden=512, repeats=1, min_seconds=0.0)}
+    # Eager exact kernels in the benchmark's processes: the compiled ones agree bit for bit
+    # (tests/exact/test_fusion.py), and compiling them anew in every fresh process took half the time.
+    monkeypatch.setenv("MODE_COMPILE", "0")
+    # The benchmark's own test workload: autograd's activations, 1.1 MB per layer, far above RSS noise;
+    # one timed round and one memory process at a time.
+    return {
+        "workload": Workload("wide-mlp", "mlp", batch=512, dim=32, hidden=512),
+        "depths": (2, 6),
+        "settings": Settings(repeats=1, min_seconds=0.0, memory_workers=1),
+    }
 
 
 def _check_outputs(result: dict, folder) -> None:
@@ -139,7 +147,9 @@ def test_every_experiment_is_registered_in_report_order(capsys):
 @pytest.mark.parametrize("name", NAMES)
 def test_criteria_hold_at_a_reduced_size(name, monkeypatch, tmp_path):
     module, reduced = REDUCED[name]
-    monkeypatch.setattr(module, "QUICK", reduced if reduced is not None else _tiny_memory_benchmark())
+    if reduced is None:
+        reduced = _tiny_memory_benchmark(monkeypatch)
+    monkeypatch.setattr(module, "QUICK", reduced)
     result = run_experiment(name, quick=True, seed=0, out=tmp_path)
     _check_outputs(result, tmp_path / name)
 
