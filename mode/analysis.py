@@ -355,9 +355,7 @@ def stack_replay(results: dict, workload: str, depth: int) -> dict:
         set_compile(previous)
     stack = net.bit_stack  # held by the forward's record, which lives as long as its output
     del output
-    # The record of each push: its ops, chunk width and spilled chunks, as FP-5 (d) reads them.
-    pushes = [(record.op, record.width, record.spilled) for record in stack._history]
-    lower, upper = exponent_stack_bounds(pushes, net.n, net.k)
+    lower, upper = exponent_stack_bounds(stack.pushes(), net.n, net.k)
     multiply_bits = depth * math.log2(2**net.k / net.n)
     return {
         "bits": stack.bits_per_coordinate(),

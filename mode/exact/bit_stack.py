@@ -256,6 +256,11 @@ class BitStack:
         self._history.append(_Record(op=ops, width=width, spilled=spilled, bound=bound))
         self._bound = self._grown(self._bound, ops)
 
+    def pushes(self) -> list[tuple[tuple, int, int]]:
+        """Every push not yet undone, oldest first: its ops, chunk width and number of spilled chunks (what
+        the storage bounds of ``theory/finite_precision.md`` read)."""
+        return [(record.op, record.width, record.spilled) for record in self._history]
+
     def top(self) -> tuple:
         """The ops of the most recent push not yet undone."""
         if not self._history:

@@ -460,7 +460,7 @@ class _Observed:
         x = self.rule.exact_step(state, fx, where)
         stack = state.stack
         self.steps.append((before, fx.detach().clone(), _mantissas(state), stack.bits_per_coordinate(),
-                           len(stack._history)))
+                           len(stack)))
         return x
 
     def exact_undo_position(self, state):
@@ -605,7 +605,7 @@ def _reverse(net, x0: torch.Tensor, observed: _Observed | None) -> tuple[bool, l
     """Run ``net`` forward and back: whether ``net.inverse`` returns the input bit for bit (and, when
     observed, rebuilds every layer's state and empties its stack), and the forward's stack history."""
     x, v = net(x0, return_velocity=True)
-    history = [(record.op, record.width, record.spilled) for record in net.bit_stack._history]
+    history = net.bit_stack.pushes()
     try:
         x_back, v_back = net.inverse(x, v)  # walks a copy of the record
     except (ReconstructionError, RuntimeError, ValueError):
@@ -690,7 +690,7 @@ def _adversarial_stack(n: int, k: int, seed: int, length: int = 160) -> tuple[bo
         else:
             y = stack.multiply(y, n, k) + force
             done.append(None)
-        pushes = [(record.op, record.width, record.spilled) for record in stack._history]
+        pushes = stack.pushes()
         low, high = exponent_stack_bounds(pushes, n, k)
         bits = stack.bits_per_coordinate()
         inside &= bits == 64 + sum(w * s for _, w, s in pushes) and low <= bits < high
