@@ -1,6 +1,6 @@
 """Train a ResNet-18 and its Momentum ResNet conversion (reversible backprop) on scikit-learn's digits.
 
-The issue asks for a converted ResNet-18 *fine-tuned* with reversible backprop to accuracy on par with the
+The target: a converted ResNet-18 *fine-tuned* with reversible backprop to accuracy on par with the
 unconverted model, with the memory saved reported. No pretrained weights can be downloaded here, and
 "pre-training" briefly on the very data set we then fine-tune on would make the comparison look better
 than it is (both models would start from a solution). So this script uses the stricter framing:

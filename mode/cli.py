@@ -1,4 +1,5 @@
-"""The ``mode`` command line: ``mode check | bench``; each subcommand lives beside the code it runs."""
+"""The ``mode`` command line: ``mode check | bench | experiment | reproduce``; each subcommand lives beside
+the code it runs. Exit status: 0 success, 1 a check, criterion or target not met, 2 a usage error."""
 
 from __future__ import annotations
 
@@ -9,6 +10,16 @@ import mode
 
 #: Modules that contribute a subcommand through ``add_parser(subparsers)``; each parser sets ``run``.
 SUBCOMMANDS = ("mode.theory.cli", "mode.bench.cli", "mode.experiments.cli")
+
+
+def usage_error(command: str, message: str) -> int:
+    """Report a usage error found by a subcommand as argparse reports its own, on one line of stderr,
+    and return argparse's exit status for it, 2.
+
+    Subcommands return the status rather than exit, so that they can be run and tested in-process.
+    """
+    print(f"mode {command}: error: {message}", file=sys.stderr)
+    return 2
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mode.ode import as_vector_field, check_eps, check_positive, check_state, check_steps
+from mode.ode import check_eps, check_positive, check_state, check_steps, checked_vector_field
 from mode.schemes import get_scheme
 
 
@@ -14,7 +14,8 @@ def integrate(f, x0, v0=None, *, eps, T=1.0, steps, scheme="momentum", return_tr
     Parameters
     ----------
     f : callable
-        Vector field ``f(x)`` or ``f(x, t)`` on batched tensors (a function or an ``nn.Module``).
+        Vector field ``f(x)`` or ``f(x, t)`` on batched tensors (a function or an ``nn.Module``), returning
+        a tensor of the shape, dtype and device of ``x`` (checked at the first evaluation).
     x0 : Tensor
         Initial position, any shape.
     v0 : Tensor, optional
@@ -36,8 +37,14 @@ def integrate(f, x0, v0=None, *, eps, T=1.0, steps, scheme="momentum", return_tr
     (x, v) : tuple of Tensor
         The state at :math:`T` (or the trajectories). For ``eps = 0``, ``v`` is the mean velocity of the
         last step.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On invalid arguments, or when the first value of ``f`` is not a tensor of the shape, dtype and
+        device of ``x`` (see :func:`mode.ode.check_force`).
     """
-    f = as_vector_field(f)
+    f = checked_vector_field(f)
     eps = check_eps(eps)
     T = check_positive("T", T)
     steps = check_steps(steps)

@@ -164,22 +164,96 @@ def phase_space(f: VectorField, eps: float) -> Callable:
     return lambda t, state: (state[1], (f(state[0], t) - state[1]) / eps)
 
 
+def check_position(x, name: str = "x0") -> torch.Tensor:
+    """Validate a position: a floating-point ``torch.Tensor``; returns it."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not torch.is_floating_point(x):
+        raise TypeError(f"{name} must have a floating-point dtype, got {x.dtype}")
+    return x
+
+
+def check_velocity(x: torch.Tensor, v, *, names: tuple[str, str] = ("x0", "v0")) -> torch.Tensor:
+    """Validate a velocity against its position ``x`` and return it (zeros, i.e. at rest, when ``None``).
+
+    ``names`` are the names of ``x`` and ``v`` in the caller's signature, used in the messages.
+    """
+    x_name, v_name = names
+    if v is None:
+        return torch.zeros_like(x)
+    if not isinstance(v, torch.Tensor):
+        raise TypeError(f"{v_name} must be a torch.Tensor or None (zero velocity), got {type(v).__name__}")
+    if v.shape != x.shape:
+        raise ValueError(
+            f"{v_name} must have the shape of {x_name} {tuple(x.shape)}, got {tuple(v.shape)}: pass a "
+            f"velocity of {x_name}'s shape, or None for zero velocity"
+        )
+    if v.dtype != x.dtype or v.device != x.device:
+        raise ValueError(
+            f"{v_name} must match {x_name}'s dtype and device ({x.dtype}, {x.device}), got "
+            f"({v.dtype}, {v.device})"
+        )
+    return v
+
+
 def check_state(x0, v0, eps: float) -> torch.Tensor:
     """Validate the initial state and return ``v0`` (zeros when ``None``; ``None`` for ``eps = 0``)."""
-    if not isinstance(x0, torch.Tensor):
-        raise TypeError(f"x0 must be a torch.Tensor, got {type(x0).__name__}")
-    if not torch.is_floating_point(x0):
-        raise TypeError(f"x0 must have a floating-point dtype, got {x0.dtype}")
+    check_position(x0)
     if eps == 0:
         if v0 is not None:
             raise ValueError("v0 has no meaning for the first-order ODE (eps = 0): leave it None")
         return None
-    if v0 is None:
-        return torch.zeros_like(x0)
-    if not isinstance(v0, torch.Tensor):
-        raise TypeError(f"v0 must be a torch.Tensor or None, got {type(v0).__name__}")
-    if v0.shape != x0.shape:
-        raise ValueError(f"v0 must have the shape of x0 {tuple(x0.shape)}, got {tuple(v0.shape)}")
-    if v0.dtype != x0.dtype or v0.device != x0.device:
-        raise ValueError(f"v0 must match x0's dtype and device ({x0.dtype}, {x0.device})")
-    return v0
+    return check_velocity(x0, v0)
+
+
+_CALL_ORDER = (
+    "f is called as f(x, t) (position first, time second) or f(x); a torchdiffeq-style f(t, x) has its "
+    "arguments swapped"
+)
+
+
+def check_force(fx, x: torch.Tensor) -> torch.Tensor:
+    """Validate a value ``fx = f(x, t)`` of a vector field: a tensor of ``x``'s shape, dtype and device.
+
+    Broadcasting would otherwise turn a wrong shape (a scalar, an extra batch dimension, the time of a
+    swapped ``f(t, x)``) into a silently wrong state. Returns ``fx``.
+    """
+    if not isinstance(fx, torch.Tensor):
+        raise TypeError(f"f must return a torch.Tensor, got {type(fx).__name__}; {_CALL_ORDER}")
+    for what, got, expected in (
+        ("shape", tuple(fx.shape), tuple(x.shape)),
+        ("dtype", fx.dtype, x.dtype),
+        ("device", fx.device, x.device),
+    ):
+        if got != expected:
+            raise ValueError(
+                f"f must return a tensor of the {what} of its input x, expected {expected}, got {got}; "
+                f"{_CALL_ORDER}"
+            )
+    return fx
+
+
+def checked_vector_field(f) -> VectorField:
+    """:func:`as_vector_field` of ``f`` whose first evaluation is validated by :func:`check_force`.
+
+    Only the first evaluation is checked: one check per solve catches a wrongly shaped ``f`` at no cost
+    per step. Idempotent, so that a solver may wrap once and pass the field to per-step code that wraps
+    too.
+    """
+    field = as_vector_field(f)
+    if getattr(field, "_mode_checked", False):
+        return field
+    checked = False
+
+    def first_checked(x, t):
+        nonlocal checked
+        fx = field(x, t)
+        if not checked:
+            check_force(fx, x)
+            checked = True
+        return fx
+
+    first_checked._mode_vector_field = True
+    first_checked._mode_checked = True
+    first_checked.wrapped = getattr(field, "wrapped", field)
+    return first_checked

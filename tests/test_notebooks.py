@@ -1,5 +1,5 @@
-"""The theory-check notebooks of ``notebooks/``: they are the six the issue names, are stored without outputs,
-and run top to bottom without error (each holds ``assert``s of the theory, so a notebook that stops agreeing
+"""The theory-check notebooks of ``notebooks/``: the six of the design, stored without outputs, that
+run top to bottom without error (each holds ``assert``s of the theory, so a notebook that stops agreeing
 with the theory fails here)."""
 
 import re
@@ -31,7 +31,7 @@ def _read(path: Path):
     return nbformat.read(path, as_version=4)
 
 
-def test_the_notebooks_are_the_six_of_the_issue():
+def test_the_notebooks_are_the_six_of_the_design():
     assert [path.stem for path in PATHS] == EXPECTED
 
 

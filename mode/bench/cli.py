@@ -13,6 +13,8 @@ from mode.bench.workloads import (
     QUICK_SETTINGS,
     WORKLOAD_NAMES,
 )
+from mode.cli import usage_error
+from mode.records import check_output_dir
 
 
 def _words(values) -> str:
@@ -20,6 +22,12 @@ def _words(values) -> str:
 
 
 def _memory(args: argparse.Namespace) -> int:
+    """Run the benchmark; 0 if every target is met, 1 if any is not (the results are written either
+    way), 2 on a usage error."""
+    try:
+        check_output_dir(args.out, "--out")
+    except ValueError as error:
+        return usage_error("bench memory", str(error))
     # Imported here so that ``mode --help`` does not load matplotlib, momentumnet and memcnn.
     from mode.bench.memory import run_memory_benchmark
     from mode.bench.summary import markdown_table
@@ -46,11 +54,19 @@ def _memory(args: argparse.Namespace) -> int:
     for timing in results["timings"]:
         if timing["reason"] is not None:
             print(f"not timed {timing['workload']} L={timing['depth']}: {timing['reason']}")
+    missed = []
     for workload, targets in results["targets"].items():
         for name, target in targets.items():
             print(f"{workload} {name}: {'met' if target['met'] else 'NOT met'} ({target['target']})")
+            if not target["met"]:
+                missed.append(f"{workload} {name}")
     print(f"wrote {args.out}/results.json and figures")
-    return 0
+    total = sum(len(targets) for targets in results["targets"].values())
+    print(
+        f"{total - len(missed)} of {total} targets met"
+        + (f"; NOT met: {', '.join(missed)}" if missed else "")
+    )
+    return 1 if missed else 0
 
 
 def add_parser(subparsers) -> None:
@@ -64,7 +80,9 @@ def add_parser(subparsers) -> None:
         "and gradient error against depth on MLP, conv and transformer workloads, for a ResNet, "
         "MomentumNet (autograd, reversible, checkpointing), momentumnet's memory-saving mode and memcnn's "
         "invertible couplings. Cells estimated past the memory cap or the step budget are skipped with "
-        "the reason. Writes results.json and PNG figures.",
+        "the reason. Writes results.json and PNG figures. Exits 1 if any target is not met (the results "
+        "are written all the same), 2 on a usage error (an --out that cannot be written, found before "
+        "anything runs), as mode check and mode experiment do.",
     )
     memory.add_argument(
         "--quick",

@@ -132,9 +132,9 @@ def evaluate_targets(rows: list[dict], workload: str) -> dict[str, dict]:
     ``value``, ``met`` and ``by_depth``.
 
     The memory target compares each depth with the shallowest measured and is judged at the deepest.
-    The gradient target is not the issue's (which asks for agreement with float32 autograd in the unit
-    tests, on well-conditioned blocks) but what can be asked of a float32 method at depth 1000: to be
-    no further from the float64 gradient than float32 autograd itself is.
+    The gradient target is what can be asked of a float32 method at depth 1000 (the unit tests hold
+    agreement with float32 autograd on well-conditioned blocks): to be no further from the float64
+    gradient than float32 autograd itself is.
     """
     rows = [row for row in rows if row["workload"] == workload]
     reversible = _by_method(rows, "reversible")

@@ -1,9 +1,9 @@
 """Exact arithmetic for bit-for-bit reversible integration.
 
-States are held in block floating point (:mod:`mode.exact.block_float`: int64 mantissas, one exponent per
-sample, changed exactly) and the multiply by ``gamma = n / 2**k`` and every right shift keep the bits they
-destroy in a :class:`BitStack` (:mod:`mode.exact.bit_stack`), following Maclaurin, Duvenaud & Adams
-(2015), Alg. 3. :mod:`mode.exact.fusion` compiles the per-layer kernels.
+States are held in block floating point (:mod:`mode.exact.block_float`: int64 mantissas, one exponent
+per tensor or per sample, changed exactly) and the multiply by ``gamma = n / 2**k`` and every right shift
+keep the bits they destroy in a :class:`BitStack` (:mod:`mode.exact.bit_stack`), following Maclaurin,
+Duvenaud & Adams (2015), Alg. 3. :mod:`mode.exact.fusion` compiles the per-layer kernels.
 """
 
 from mode.exact.bit_stack import BitStack

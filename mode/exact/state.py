@@ -14,19 +14,20 @@ from torch import Tensor
 
 from mode.exact.bit_stack import BitStack
 from mode.exact.block_float import (
+    block_amax,
+    check_blocks,
     decode,
     encode,
     exponent_shape,
     power_of_two,
     rescale,
-    sample_amax,
     unscale,
 )
 
 
 @dataclass(frozen=True)
 class Rescaling:
-    """One step's exponent change: the exponents before it, the shifts applied (zero for samples that
+    """One step's exponent change: the exponents before it, the shifts applied (zero for blocks that
     were all zero, which were relabelled for free), and whether the step ran as one fused push."""
 
     x_exp: Tensor
@@ -38,10 +39,11 @@ class Rescaling:
 
 @dataclass
 class ExactState:
-    r"""Mantissas and per-sample exponents of :math:`x = X 2^a`, :math:`v = V 2^b`, and the bit stack.
+    r"""Mantissas and exponents of :math:`x = X 2^a`, :math:`v = V 2^b`, and the bit stack.
 
-    ``rescalings`` holds one entry per step (``None`` where no exponent changed), so the walk back
-    knows every exponent without reading the data. The steps update the mantissas and the stack's word
+    ``blocks`` says what shares an exponent (:data:`~mode.exact.block_float.BLOCKS`: the whole tensor or
+    each sample). ``rescalings`` holds one entry per step (``None`` where no exponent changed), so the walk
+    back knows every exponent without reading the data. The steps update the mantissas and the stack's word
     in place; exponent tensors are replaced, never modified.
     """
 
@@ -51,31 +53,29 @@ class ExactState:
     v_exp: Tensor
     stack: BitStack
     dtype: torch.dtype
+    blocks: str = "tensor"
     rescalings: list[Rescaling | None] = field(default_factory=list)
 
     @classmethod
-    def encode(cls, x0: Tensor, v0: Tensor | None) -> ExactState:
-        """Encode float32/float64 inputs; ``v0=None`` is an exact zero.
+    def encode(cls, x0: Tensor, v0: Tensor | None, blocks: str = "tensor") -> ExactState:
+        """Encode float32/float64 inputs with one exponent per ``blocks``; ``v0=None`` is an exact zero.
 
         Raises
         ------
         FixedPointRangeError
             If an input is not finite or beyond the range of the exact arithmetic.
         """
-        x, x_exp = encode(x0)
+        x, x_exp = encode(x0, check_blocks(blocks))
         if v0 is None:
-            v, v_exp = torch.zeros_like(x), torch.zeros(exponent_shape(x.shape), dtype=torch.int64,
+            v, v_exp = torch.zeros_like(x), torch.zeros(exponent_shape(x.shape, blocks), dtype=torch.int64,
                                                          device=x.device)
         else:
-            v, v_exp = encode(v0)
-        return cls(x, x_exp, v, v_exp, BitStack(x), x0.dtype)
-
-    def x_scale(self) -> Tensor:
-        return power_of_two(self.x_exp)
+            v, v_exp = encode(v0, blocks)
+        return cls(x, x_exp, v, v_exp, BitStack(x), x0.dtype, blocks)
 
     def decode_x(self) -> Tensor:
         """:math:`x` in the state's dtype."""
-        return decode(self.x, self.x_scale(), self.dtype)
+        return decode(self.x, power_of_two(self.x_exp), self.dtype)
 
     def decode_v(self, dtype: torch.dtype | None = None) -> Tensor:
         """:math:`v` in ``dtype`` (default the state's)."""
@@ -101,9 +101,9 @@ class ExactState:
 
     def checksum(self) -> Tensor:
         """A fingerprint of the represented values (int64 sums wrap identically in every pass): the
-        mantissas, and the exponents of the samples that are not all zero (those have no scale)."""
-        x_live = (sample_amax(self.x) != 0).to(torch.int64)
-        v_live = (sample_amax(self.v) != 0).to(torch.int64)
+        mantissas, and the exponents of the blocks that are not all zero (those have no scale)."""
+        x_live = (block_amax(self.x, self.blocks) != 0).to(torch.int64)
+        v_live = (block_amax(self.v, self.blocks) != 0).to(torch.int64)
         return torch.stack(
             [self.x.sum(), (self.v * 3 + self.x).sum(), (self.x_exp * x_live).sum(),
              (self.v_exp * v_live).sum()]

@@ -15,14 +15,18 @@ The criteria are what the reversible mode must do on any machine:
 * memory: it stores no activations. Its activation memory less the bit stack grows per layer by at most
   a fraction of autograd's growth (:data:`FULL_GROWTH_FRACTION`; :data:`QUICK_GROWTH_FRACTION` at the
   quick sizes, where a few hundred kB of resident-set noise weigh more). Storing the blocks' inputs alone
-  would cost :math:`d/(d + d_h)` of autograd's growth, 3 % at full size. It does not stay flat: for every
-  step that moves an exponent, FP-5 (a) keeps the exponents and shifts of every sample, four int64
-  (up to 8 kB per layer at full size, against autograd's 1.1 MB), so the benchmark's flatness target
-  (``reversible_memory_flat``) is reported, not judged;
+  would cost :math:`d/(d + d_h)` of autograd's growth, 3 % at full size. What it does keep per layer is
+  FP-5 (a)'s record of each step that moved an exponent: four int64 with one exponent per tensor;
 * bit stack: at the deepest depth, the bits per coordinate the benchmark measured lie within FP-5's
   bounds (d), from the pushes of a replay of the same forward (:func:`mode.analysis.stack_replay`): at
   least :math:`L\log_2(1/\gamma)` plus the bits the exponent moves shifted out, plus one. FP-4's bound on
-  the multiplies alone no longer bounds MomentumNet's stack, which holds the exponent moves' bits too.
+  the multiplies alone no longer bounds MomentumNet's stack, which holds the exponent moves' bits too;
+* the price of relative precision: the bits the exponent moves shift out are at most
+  :data:`EXPONENT_BITS_FRACTION` of the :math:`L\log_2(1/\gamma)` bits the multiplies destroy, plus
+  :data:`EXPONENT_BITS_ALLOWANCE` for the first layers. One
+  exponent per sample fails this on a batch of 256 (some sample moves at almost every layer, and every
+  coordinate pays: several times the multiplies' bits); one per tensor moves a few times per thousand
+  layers.
 
 Step time is reported and not judged: on a shared machine it measures the neighbours as much as the code.
 """
@@ -38,6 +42,11 @@ GRADIENT_RATIO = 2.0
 #: Reversible growth in activation memory (less the bit stack) over autograd's, at most.
 FULL_GROWTH_FRACTION = 0.02
 QUICK_GROWTH_FRACTION = 0.1
+#: Bits pushed by exponent moves, at most this fraction of the bits the multiplies by gamma destroy plus
+#: :data:`EXPONENT_BITS_ALLOWANCE`: the moves of the first layers, while the state leaves the input's
+#: scale, are a constant, not a rate.
+EXPONENT_BITS_FRACTION = 1.0
+EXPONENT_BITS_ALLOWANCE = 16
 #: The workload (a name, or a :class:`~mode.bench.workloads.Workload`) and, ``None`` for the benchmark's
 #: own, the depths and :class:`~mode.bench.workloads.Settings` at the quick and the full size.
 QUICK = {"workload": "wide-mlp", "depths": None, "settings": None}
@@ -56,6 +65,12 @@ def _bit_stack_criteria(results: dict, name: str) -> tuple[dict, dict]:
             bits[-1], ">=", replay["lower"]
         ),
         "bit stack at the deepest depth < FP-5 upper bound": criterion(bits[-1], "<", replay["upper"]),
+        f"exponent-move bits <= {EXPONENT_BITS_FRACTION} L log2(1/gamma) + {EXPONENT_BITS_ALLOWANCE}, "
+        "deepest depth": criterion(
+            replay["exponent_bits"],
+            "<=",
+            EXPONENT_BITS_FRACTION * replay["multiply_bits"] + EXPONENT_BITS_ALLOWANCE,
+        ),
     }
     return criteria, replay
 
@@ -67,6 +82,7 @@ def run(context) -> dict:
     try:
         from mode.analysis import memory_growth
         from mode.bench.memory import run_memory_benchmark
+        from mode.bench.summary import evaluate_targets
     except ImportError as error:  # the benchmark compares with the peer packages momentumnet and memcnn
         raise ImportError(
             f"memory-depth runs mode bench memory, which needs: pip install 'momentum-ode[bench]' ({error})"
@@ -83,7 +99,7 @@ def run(context) -> dict:
     )
     context.figures.extend(sorted(f"{out.name}/{path.name}" for path in out.glob("*.png")))
     (name,) = results["settings"]["workloads"]
-    targets = results["targets"][name]
+    targets = evaluate_targets(results["rows"], name)  # from the measured rows, as the criteria
     accuracy = targets["gradient_accuracy"]["value"]  # None where no depth had a float64 reference
     growth = memory_growth(results, "reversible", name, bit_stack=False) / memory_growth(
         results, "autograd", name

@@ -31,7 +31,10 @@ def criterion(value: float, op: str, bound: float) -> dict:
 @dataclass
 class Context:
     """What an experiment receives: its size, seed, output folder, an optional local data set
-    (experiments never download), and where its figures go."""
+    (experiments never download), and where its figures go.
+
+    ``out`` is the run's own temporary folder, moved into place as ``OUT/NAME`` once the run has
+    written ``results.json``: write every file of the run there, and record paths relative to it."""
 
     quick: bool
     seed: int

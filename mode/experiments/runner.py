@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from mode.experiments.registry import EXPERIMENTS, Context
-from mode.records import environment, write_json
+from mode.experiments.registry import EXPERIMENTS, Context, Experiment
+from mode.records import check_output_dir, environment, staged_folder, write_json, write_text
 from mode.runtime import torch_threads
 
 #: Experiment modules, in report order; each registers itself on import.
@@ -37,33 +37,62 @@ def load() -> dict:
     return dict(sorted(EXPERIMENTS.items(), key=lambda item: rank.get(item[1].run.__module__, len(rank))))
 
 
-def run_experiment(name: str, *, quick: bool = False, seed: int = 0, out="runs", data=None) -> dict:
-    """Run experiment ``name`` into ``out/name/`` and return what ``results.json`` holds."""
+def resolve(name: str, out="runs", option: str = "out") -> tuple[Experiment, Path]:
+    """The experiment registered as ``name`` and its output folder ``out/name``, checked before anything
+    runs.
+
+    Parameters
+    ----------
+    name : str
+        A registered experiment.
+    out : str or Path
+        The folder that holds the experiments' folders.
+    option : str
+        What the caller calls ``out`` (``"--out"`` on the command line), for the message.
+
+    Raises
+    ------
+    ValueError
+        ``name`` is not registered (the message lists those that are), or ``out/name`` cannot be created
+        or written in (:func:`~mode.records.check_output_dir`).
+    """
     registry = load()
     if name not in registry:
-        raise ValueError(f"unknown experiment {name!r}; known: {', '.join(registry)}")
-    exp = registry[name]
-    folder = Path(out) / name
-    context = Context(quick=quick, seed=seed, out=folder, data=None if data is None else Path(data))
-    torch.manual_seed(seed)
-    start = time.perf_counter()
-    with torch_threads(1):
-        result = exp.run(context)
-        env = environment()
-    payload = {
-        "experiment": name,
-        "title": exp.title,
-        "quick": quick,
-        "seed": seed,
-        "settings": result.get("settings", {}),
-        "metrics": result.get("metrics", {}),
-        "criteria": result.get("criteria", {}),
-        "figures": context.figures,
-        "wall_time_s": time.perf_counter() - start,
-        "environment": env,
-    }
-    payload["passed"] = all(c["passed"] for c in payload["criteria"].values())
-    write_json(folder / "results.json", payload)
+        raise ValueError(
+            f"unknown experiment {name!r}; choose one of: {', '.join(registry)} (mode experiment --list)"
+        )
+    return registry[name], check_output_dir(Path(out) / name, option)
+
+
+def run_experiment(name: str, *, quick: bool = False, seed: int = 0, out="runs", data=None) -> dict:
+    """Run experiment ``name`` into ``out/name/`` and return what ``results.json`` holds.
+
+    The run writes into a temporary folder beside ``out/name/``, which replaces the previous folder only
+    once ``results.json`` is written (:func:`~mode.records.staged_folder`): an interrupted or failed run
+    leaves the previous run's files as they were, and never a mix of two runs.
+    """
+    exp, folder = resolve(name, out)
+    with staged_folder(folder) as staging:
+        context = Context(quick=quick, seed=seed, out=staging, data=None if data is None else Path(data))
+        torch.manual_seed(seed)
+        start = time.perf_counter()
+        with torch_threads(1):
+            result = exp.run(context)
+            env = environment()
+        payload = {
+            "experiment": name,
+            "title": exp.title,
+            "quick": quick,
+            "seed": seed,
+            "settings": result.get("settings", {}),
+            "metrics": result.get("metrics", {}),
+            "criteria": result.get("criteria", {}),
+            "figures": context.figures,
+            "wall_time_s": time.perf_counter() - start,
+            "environment": env,
+        }
+        payload["passed"] = all(c["passed"] for c in payload["criteria"].values())
+        write_json(staging / "results.json", payload)
     return payload
 
 
@@ -95,15 +124,14 @@ def write_report(results: list[dict], out: Path) -> Path:
         lines += [f"\n![{fig}]({r['experiment']}/{fig})" for fig in r["figures"]]
     env = results[0]["environment"] if results else environment()
     lines += ["", "## Environment", "", "```", *[f"{k}: {v}" for k, v in env.items()], "```", ""]
-    path = Path(out) / "report.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
-    return path
+    return write_text(Path(out) / "report.md", "\n".join(lines))
 
 
 def reproduce(*, quick: bool = False, seed: int = 0, out="runs", data=None) -> tuple[list[dict], Path]:
-    """Run every experiment and write ``out/report.md``."""
-    results = [run_experiment(name, quick=quick, seed=seed, out=out, data=data) for name in load()]
+    """Run every experiment and write ``out/report.md``; every output folder is checked (:func:`resolve`)
+    before the first experiment runs."""
+    names = list(load())
+    for name in names:
+        resolve(name, out)
+    results = [run_experiment(name, quick=quick, seed=seed, out=out, data=data) for name in names]
     return results, write_report(results, Path(out))

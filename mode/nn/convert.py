@@ -39,11 +39,21 @@ class Residual(torch.nn.Module):
         return out - x
 
 
+def _child(path: str, name: str) -> str:
+    """Dotted path of child ``name`` of the module at ``path`` (``""``: the model itself)."""
+    return f"{path}.{name}" if path else name
+
+
+def _depth(path: str) -> int:
+    """Nesting depth of the module at dotted ``path`` (0: the model itself)."""
+    return path.count(".") + 1 if path else 0
+
+
 def _momentum_net(blocks, path: str, names, net_kwargs) -> list[MomentumNet]:
     # Held in a list so that nn.Module does not register it: the blocks stay registered once, under
     # their original names, and the state_dict keeps the original keys.
     return [
-        MomentumNet([Residual(b, f"{path}.{n}") for b, n in zip(blocks, names, strict=True)], **net_kwargs)
+        MomentumNet([Residual(b, _child(path, n)) for b, n in zip(blocks, names, strict=True)], **net_kwargs)
     ]
 
 
@@ -94,6 +104,16 @@ def _resnet_stage_start(stage: torch.nn.Sequential) -> int | None:
     return start if start < len(stage) else None
 
 
+def _plain(module: torch.nn.Module) -> torch.nn.Module:
+    """The plain container behind a converted one (the same children under the same names); any other
+    module as it is."""
+    if isinstance(module, MomentumSequential):
+        return torch.nn.Sequential(OrderedDict(module._modules))
+    if isinstance(module, MomentumModuleList):
+        return torch.nn.ModuleList(module._modules.values())
+    return module
+
+
 def _default_targets(model: torch.nn.Module) -> dict[str, int]:
     targets = {}
     for name, module in model.named_modules():
@@ -105,7 +125,11 @@ def _default_targets(model: torch.nn.Module) -> dict[str, int]:
     return targets
 
 
-def to_momentum(model: torch.nn.Module, gamma=0.9, backprop="reversible", layers=None, **net_kwargs):
+#: The momentum of :func:`to_momentum` when neither ``gamma`` nor ``eps`` is given.
+DEFAULT_GAMMA = 0.9
+
+
+def to_momentum(model: torch.nn.Module, gamma=None, backprop="reversible", layers=None, **net_kwargs):
     r"""A copy of ``model`` whose stacks of shape-preserving residual blocks run as :class:`MomentumNet`.
 
     Parameters
@@ -115,15 +139,21 @@ def to_momentum(model: torch.nn.Module, gamma=0.9, backprop="reversible", layers
         (wide_resnet, resnext), where in each stage the shape-changing first block stays as it is and the
         rest become one MomentumNet; ``nn.TransformerEncoder`` / ``nn.TransformerDecoder``, where every
         layer becomes a momentum step and the masks passed as keyword arguments reach every layer.
-    gamma : float
+        A model converted before is converted again from its plain containers, so the new arguments
+        replace the old ones: converting twice with the same arguments gives the same model.
+    gamma : float, optional
         Momentum in :math:`[0, 1)`; ``gamma=0`` with ``backprop="autograd"`` reproduces the original.
+        Give at most one of ``gamma`` and ``eps``; without either, ``gamma`` is :data:`DEFAULT_GAMMA`
+        (0.9).
     backprop : {"reversible", "autograd", "checkpoint"}
         See :class:`MomentumNet`.
     layers : sequence of str, optional
         Dotted paths of the ``nn.Sequential`` / ``nn.ModuleList`` containers to convert, every block of
-        each; a block that changes the shape raises ``ValueError`` naming it at the first forward.
+        each; a block that changes the shape raises ``ValueError`` naming it at the first forward. The
+        empty path ``""`` names ``model`` itself (an ``nn.Sequential`` of residual blocks), which is then
+        returned converted. Pass it by keyword: the second positional argument is ``gamma``.
     **net_kwargs
-        Further :class:`MomentumNet` arguments (``gamma_bits``, ``segments``, ...).
+        Further :class:`MomentumNet` arguments (``eps``, ``gamma_bits``, ``segments``, ...).
 
     Returns
     -------
@@ -132,22 +162,43 @@ def to_momentum(model: torch.nn.Module, gamma=0.9, backprop="reversible", layers
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if isinstance(gamma, (str, list, tuple)):
+        # the likely slip is to_momentum(model, ["layer1"]), meant as layers
+        paths = [gamma] if isinstance(gamma, str) else list(gamma)
+        raise TypeError(
+            f"to_momentum's second positional argument is gamma, a real number in [0, 1), got "
+            f"{type(gamma).__name__} {gamma!r}; pass the containers to convert by keyword: "
+            f"to_momentum(model, layers={paths!r})"
+        )
+    if gamma is None and net_kwargs.get("eps") is None:
+        gamma = DEFAULT_GAMMA
+    elif gamma is not None and net_kwargs.get("eps") is not None:
+        raise ValueError(
+            f"give at most one of gamma and eps, got gamma={gamma!r} and eps={net_kwargs['eps']!r} "
+            f"(without either, gamma = {DEFAULT_GAMMA})"
+        )
     if layers is None:
         targets = _default_targets(model)
         if not targets:
             raise ValueError(
                 "found no torchvision ResNet stage or nn.Transformer stack in the model: name the "
-                "nn.Sequential / nn.ModuleList containers to convert with layers=['path.to.blocks', ...]"
+                "nn.Sequential / nn.ModuleList containers to convert with layers=['path.to.blocks', ...] "
+                "('' for the model itself)"
             )
     else:
         if isinstance(layers, str) or not all(isinstance(p, str) for p in layers):
-            raise TypeError("layers must be a sequence of dotted module paths (str)")
+            raise TypeError(
+                "layers must be a sequence of dotted module paths (str), e.g. layers=['layer1'] "
+                "('' for the model itself)"
+            )
         targets = dict.fromkeys(layers, 0)
     model = copy.deepcopy(model)
     net_kwargs = dict(net_kwargs, gamma=gamma, backprop=backprop)
-    for path, start in targets.items():
+    # Deepest first: a container converted inside another must be in place before the outer one
+    # collects its blocks.
+    for path, start in sorted(targets.items(), key=lambda item: -_depth(item[0])):
         try:
-            container = model.get_submodule(path)
+            container = _plain(model.get_submodule(path))
         except AttributeError:
             raise ValueError(f"layers names {path!r}, which is not a submodule of the model") from None
         if isinstance(container, torch.nn.Sequential):
@@ -155,13 +206,19 @@ def to_momentum(model: torch.nn.Module, gamma=0.9, backprop="reversible", layers
         elif isinstance(container, torch.nn.ModuleList):
             converted = MomentumModuleList(container, path, net_kwargs)
         else:
+            what = f"{path!r}" if path else "the model itself ('')"
             raise TypeError(
-                f"{path!r} is a {type(container).__name__}; only nn.Sequential and nn.ModuleList "
-                "stacks can be converted"
+                f"{what} is a {type(container).__name__}; only nn.Sequential and nn.ModuleList "
+                "stacks can be converted: name them in layers=[...]"
             )
+        if not path:
+            model = converted
+            continue
         model.set_submodule(path, converted)
         parent = model.get_submodule(path.rpartition(".")[0])
-        if isinstance(parent, torch.nn.TransformerEncoder):
+        if isinstance(parent, torch.nn.TransformerEncoder) and not hasattr(
+            parent, "momentum_saved_use_nested_tensor"
+        ):
             # the nested-tensor fast path would hand the layers nested tensors; run them on plain tensors
             parent.momentum_saved_use_nested_tensor = parent.use_nested_tensor
             parent.use_nested_tensor = False
@@ -172,10 +229,11 @@ def from_momentum(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of a :func:`to_momentum` model with its plain containers back (the original model)."""
     model = copy.deepcopy(model)
     for path, module in list(model.named_modules()):
-        if isinstance(module, MomentumSequential):
-            model.set_submodule(path, torch.nn.Sequential(OrderedDict(module._modules)))
-        elif isinstance(module, MomentumModuleList):
-            model.set_submodule(path, torch.nn.ModuleList(module._modules.values()))
+        if isinstance(module, (MomentumSequential, MomentumModuleList)):
+            if not path:
+                model = _plain(module)
+                continue
+            model.set_submodule(path, _plain(module))
         elif isinstance(module, torch.nn.TransformerEncoder) and hasattr(
             module, "momentum_saved_use_nested_tensor"
         ):

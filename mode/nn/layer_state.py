@@ -15,14 +15,31 @@ forward applied. Two things can make it differ:
 :func:`capture` records both *before* a block runs and keeps only what the block actually changed, so a
 deterministic, stateless block costs nothing. :func:`replayed` runs a recomputation from the recorded
 state and then puts the generators and buffers back exactly as they were, so every mutation happens once.
+
+What the caller may change between the forward and a recomputation is recorded once per forward by
+:class:`BlockState`: the tensors in the parameter and buffer slots (``torch.func.functional_call`` swaps
+them for the duration of its call only), the parameters' versions and the training flags.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+
+
+class ReconstructionError(RuntimeError):
+    """A re-evaluation of the blocks in the backward pass (reversible or checkpoint) did not apply the
+    function the forward applied, so the gradients would be wrong."""
+
+
+#: The causes of a re-evaluation that returned other values, and the remedies (for error messages).
+NOT_REPRODUCED = (
+    "(non-deterministic kernels, or state a block reads and changes outside its parameters and buffers, "
+    "such as a call counter). Make the blocks deterministic (torch.use_deterministic_algorithms(True)), "
+    "or use backprop='autograd', which does not evaluate them again"
+)
 
 
 def _rng_states(device: torch.device) -> list[torch.Tensor]:
@@ -140,3 +157,107 @@ def replayed(block, state: LayerState | None, device: torch.device):
             _set_rng_states(device, rng_now)
         for (m, name), now in zip(slots, buffers_now, strict=True):
             m._buffers[name] = now
+
+
+_MISSING = object()
+
+
+def _version(t: torch.Tensor) -> int | None:
+    # Inference tensors keep no version counter (and cannot be changed in place outside inference mode).
+    return None if t.is_inference() else t._version
+
+
+@dataclass(eq=False)
+class BlockState:
+    """What a block's forward read besides its inputs and the generators, recorded once per forward.
+
+    A later evaluation (a backward recomputation, :meth:`MomentumNet.inverse`) enters :meth:`restored`,
+    which
+
+    * swaps the forward's tensors back into the parameter and buffer slots: ``torch.func.functional_call``
+      substitutes them only for the duration of its call, and a recomputation must use the substitutes;
+    * refuses parameters changed in place since the end of the forward (:meth:`record_versions`; an
+      optimizer step before ``backward()``): their forward values are gone;
+    * sets the training flags back: ``eval()`` in between would switch dropout off in the recomputation only.
+
+    Use :func:`block_states` to build them before the forward.
+    """
+
+    block: torch.nn.Module
+    slots: tuple[tuple[dict, str, torch.Tensor], ...]  # (m._parameters or m._buffers, name, tensor)
+    parameters: tuple[tuple[torch.nn.Module, str, torch.Tensor], ...]  # (owning module, name, parameter)
+    training: tuple[tuple[torch.nn.Module, bool], ...]
+    versions: list[int | None] = field(default_factory=list)  # empty until record_versions()
+
+    @classmethod
+    def of(cls, block: torch.nn.Module) -> BlockState:
+        slots, parameters, training = [], [], []
+        # The module tree walked directly: Module.modules() builds every qualified name, which costs
+        # more than the rest of the record.
+        stack, seen = [block], set()
+        while stack:
+            m = stack.pop()
+            if m is None or m in seen:
+                continue
+            seen.add(m)
+            training.append((m, m.training))
+            for name, p in m._parameters.items():
+                if p is not None:
+                    slots.append((m._parameters, name, p))
+                    parameters.append((m, name, p))
+            slots.extend((m._buffers, name, b) for name, b in m._buffers.items() if b is not None)
+            stack.extend(m._modules.values())
+        return cls(block, tuple(slots), tuple(parameters), tuple(training))
+
+    def trainable(self) -> list[torch.Tensor]:
+        """The distinct parameters that require grad."""
+        return [p for p in dict.fromkeys(p for _, _, p in self.parameters) if p.requires_grad]
+
+    def record_versions(self) -> None:
+        """Note the parameters' versions as the forward leaves them (after it: a module may legitimately
+        rewrite its weights in its first call, as cuDNN RNNs flatten theirs)."""
+        self.versions = [_version(p) for _, _, p in self.parameters]
+
+    def check(self, index: int) -> None:
+        """Raise :class:`ReconstructionError` if a parameter was changed in place since
+        :meth:`record_versions`."""
+        # Not strict: no versions (nothing to check) before record_versions().
+        for (owner, name, p), version in zip(self.parameters, self.versions, strict=False):
+            if version is not None and p._version != version:
+                prefix = next(q for q, m in self.block.named_modules() if m is owner)
+                raise ReconstructionError(
+                    f"parameter {prefix + '.' if prefix else ''}{name} of block {index} was changed in place "
+                    "between the forward and the backward pass (an optimizer step or a weight update "
+                    "before backward()): the backward pass evaluates the block again and the forward's "
+                    "values are gone. Call backward() before changing the parameters"
+                )
+
+    @contextlib.contextmanager
+    def restored(self, index: int):
+        """Evaluate block ``index`` with the forward's parameter and buffer tensors and training flags."""
+        self.check(index)
+        swapped = [(d, name, t, d.get(name, _MISSING)) for d, name, t in self.slots if d.get(name) is not t]
+        flipped = [(m, flag) for m, flag in self.training if m.training != flag]
+        if not swapped and not flipped:
+            yield
+            return
+        try:
+            for d, name, t, _ in swapped:
+                d[name] = t
+            for m, flag in flipped:
+                m.training = flag
+            yield
+        finally:
+            for d, name, _, now in swapped:
+                if now is _MISSING:
+                    del d[name]
+                else:
+                    d[name] = now
+            for m, flag in flipped:
+                m.training = not flag
+
+
+def block_states(blocks) -> list[BlockState]:
+    """The :class:`BlockState` of each block, one shared by every appearance of the same block."""
+    states = {b: BlockState.of(b) for b in dict.fromkeys(blocks)}
+    return [states[b] for b in blocks]

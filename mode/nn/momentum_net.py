@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import numbers
 import weakref
 
 import torch
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import checkpoint, set_checkpoint_early_stop
 
-from mode.nn.layer_state import CallMode, capture, replayed
+from mode.exact.block_float import check_blocks
+from mode.nn.layer_state import (
+    NOT_REPRODUCED,
+    CallMode,
+    ReconstructionError,
+    block_states,
+    capture,
+    replayed,
+)
 from mode.nn.reversible import Recursion, ReversiblePass, call_block, reversed_input, undo_layer
-from mode.ode import check_gamma, check_positive, check_steps, gamma_from_eps
+from mode.ode import _real, check_gamma, check_positive, check_steps, gamma_from_eps
 from mode.schemes.momentum import MomentumCoefficients
 
 BACKPROP_MODES = ("autograd", "reversible", "checkpoint")
@@ -47,6 +57,12 @@ def _as_blocks(blocks) -> torch.nn.ModuleList:
     return torch.nn.ModuleList(b if isinstance(b, torch.nn.Module) else _Function(b) for b in blocks)
 
 
+def _checksum(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Sums of a segment's output, to tell a recomputation that went another way."""
+    with torch.no_grad():
+        return torch.stack((x.sum(), v.sum()))
+
+
 class MomentumNet(torch.nn.Module):
     r"""A Momentum ResNet over the residual functions ``blocks``.
 
@@ -60,7 +76,8 @@ class MomentumNet(torch.nn.Module):
     ----------
     blocks : list, nn.ModuleList or nn.Sequential
         The residual functions :math:`f_i`, each called as ``f_i(x, *args, **kwargs)`` and returning a
-        tensor of the shape of ``x``. The same module may appear several times (shared weights).
+        tensor of the shape and device of ``x``, of its dtype or a lower precision (autocast), without
+        changing ``x`` in place. The same module may appear several times (shared weights).
     gamma : float, optional
         Momentum in :math:`[0, 1)`. Give exactly one of ``gamma`` and ``eps``. :math:`\gamma = 0` is the
         plain ResNet :math:`x_{i+1} = x_i + h f_i(x_i)`, which has no inverse.
@@ -77,39 +94,58 @@ class MomentumNet(torch.nn.Module):
         a module applied to the input (the paper's :math:`v_0 = f(x_0)` variant).
     gamma_rel_tol : float
         :math:`\gamma` is replaced by the exact rational :math:`n / 2^k` with the smallest :math:`k` that
-        keeps the relative error on :math:`1 - \gamma` below this; all three modes use that value.
+        keeps the relative error on :math:`1 - \gamma` below this, in :math:`[0, 1)`; all three modes use
+        that value.
     gamma_bits : int, optional
         Fix :math:`k` instead: :math:`\gamma` is rounded to the grid :math:`2^{-k}` (``k <= 55``; a smaller
         :math:`k` makes the bit stack's arithmetic cheaper).
     segments : int, optional
         Checkpoint segments (default :math:`\lceil \sqrt{L} \rceil`).
+    exponents : {"tensor", "sample"}
+        Reversible mode: what shares a binary exponent of the block-floating-point state, the whole tensor
+        (cheapest: exponents move a few times in a thousand layers) or each sample along the first
+        dimension (every sample keeps its own relative precision in a batch whose samples differ in scale
+        by more than :math:`2^{7}` in float64, :math:`2^{36}` in float32; about one more stack bit per
+        coordinate whenever any sample's scale crosses a power of two).
 
     Notes
     -----
     The reversible mode is exact: :meth:`inverse` returns the forward's input bit for bit, and the
-    backward pass raises :class:`~mode.nn.reversible.ReconstructionError` if a block is not deterministic
-    (so that the reconstruction drifted) rather than return wrong gradients. Values leaving the fixed-point
-    range raise :class:`~mode.exact.FixedPointRangeError`. Gradients reach the block parameters and the
-    top-level tensors among ``args`` and ``kwargs``; tensors a block captures otherwise are constants.
+    backward pass raises :class:`~mode.nn.ReconstructionError` if a block is not deterministic (so that
+    the reconstruction drifted) rather than return wrong gradients; the checkpoint mode compares a
+    checksum of each segment's recomputed output with the forward's and raises the same way. Only
+    ``"autograd"``, which evaluates every block once, accepts non-deterministic blocks, double backward
+    (``create_graph=True``) and ``torch.func`` transforms (``vmap``, ``jacrev``; ``"checkpoint"`` takes
+    ``vmap``); the reversible mode refuses them with a clear error. Values leaving the fixed-point range
+    raise :class:`~mode.exact.FixedPointRangeError`.
+
+    Gradients reach the block parameters, the top-level tensors among ``args`` and ``kwargs`` and, in
+    every mode, the leaf tensors a block captures (the weights of a module that a plain function closes
+    over). A captured tensor computed before the call (not a leaf) is refused by the reversible mode,
+    which cannot pass it its gradient: pass it as an argument. ``torch.func.functional_call`` works in
+    every mode, and ``eval()`` between the forward and the backward pass leaves the gradients unchanged
+    (every later evaluation re-enters the forward's parameters and training flags); a parameter changed
+    in place in between raises :class:`~mode.nn.ReconstructionError` naming it.
 
     Memory: the reversible forward keeps the integer state :math:`X_L, V_L` with its exponents, the bit
-    stack (about :math:`L \log_2(1/\gamma)` bits per coordinate, plus one bit per coordinate of a sample
-    each time its scale doubles) and references to its inputs, for as long as its
+    stack (about :math:`L \log_2(1/\gamma)` bits per coordinate, plus the bits of the exponent moves:
+    one per coordinate each time the scale of :math:`x` or :math:`v` doubles, of any sample with
+    ``exponents="sample"``) and references to its inputs, for as long as its
     output (for :meth:`inverse`) or its graph (for the backward pass) is alive; the module itself holds
     only weak references, so nothing stays allocated between training steps. The backward pass hands
     each layer's parameter gradients to autograd as soon as that layer is done, as plain autograd does.
 
-    Precision: the reversible state is block floating point (:mod:`mode.exact.block_float`): int64
-    mantissas with one binary exponent per sample (along the first dimension), chosen from the data and
-    moved exactly (a right shift keeps the dropped bits on the bit stack). Every rounding of a step is at
-    most :math:`2^{-55}` of the sample's magnitude, so the precision is relative at every scale of the
-    dtype, from about :math:`10^{-290}` up to a quarter of its largest value (beyond that, or for
-    non-finite values, :class:`~mode.exact.FixedPointRangeError`): finer than float32 and about float64's
-    own. Measured (``tests/nn/test_precision.py``): outputs and gradients are no further from a float64
-    (for float32) or 64-bit-mantissa (for float64) reference than autograd's in the same dtype, within
-    2x, at input scales :math:`10^{-12}` to :math:`10^{8}`, depths 10 and 1000; float64 gradients match
-    float64 autograd to :math:`10^{-9}` on depth-1000 tanh MLPs. The per-layer integer work is compiled
-    into fused kernels (:mod:`mode.exact.fusion`; ``MODE_COMPILE=0`` runs them eagerly, bit for bit
+    Precision: the reversible state is block floating point (:mod:`mode.exact.block_float`): int64 mantissas
+    with one binary exponent per tensor (or per sample, ``exponents``), chosen from the data and moved
+    exactly (a right shift keeps the dropped bits on the bit stack). Every rounding of a step is at most
+    :math:`2^{-55}` of the largest magnitude sharing its exponent, so the precision is relative at every
+    scale of the dtype, from about :math:`10^{-290}` up to a quarter of its largest value (beyond that, or
+    for non-finite values, :class:`~mode.exact.FixedPointRangeError`): finer than float32 and about
+    float64's own. Measured (``tests/nn/test_precision.py``): outputs and gradients are no further from a
+    float64 (for float32) or 64-bit-mantissa (for float64) reference than autograd's in the same dtype,
+    within 2x, at input scales :math:`10^{-12}` to :math:`10^{8}`, depths 10 and 1000; float64 gradients
+    match float64 autograd to :math:`10^{-9}` on depth-1000 tanh MLPs. The per-layer integer work is
+    compiled into fused kernels (:mod:`mode.exact.fusion`; ``MODE_COMPILE=0`` runs them eagerly, bit for bit
     the same); each new input shape compiles once, in a few seconds.
 
     Every later evaluation of a block (backward, :meth:`inverse`) replays the forward's generator states,
@@ -133,13 +169,25 @@ class MomentumNet(torch.nn.Module):
         gamma_rel_tol=1e-9,
         gamma_bits=None,
         segments=None,
+        exponents="tensor",
     ):
         super().__init__()
         self.blocks = _as_blocks(blocks)
         self.step = check_positive("step", step)
         if (gamma is None) == (eps is None):
-            raise ValueError("give exactly one of gamma and eps")
+            raise ValueError(
+                f"give exactly one of gamma and eps, got {'both' if gamma is not None else 'neither'}"
+            )
         self.gamma = check_gamma(gamma) if eps is None else gamma_from_eps(eps, self.step)
+        gamma_rel_tol = _real("gamma_rel_tol", gamma_rel_tol)
+        if not 0.0 <= gamma_rel_tol < 1.0:
+            raise ValueError(f"gamma_rel_tol must lie in [0, 1), got {gamma_rel_tol}")
+        if gamma_bits is not None:
+            if isinstance(gamma_bits, bool) or not isinstance(gamma_bits, numbers.Integral):
+                raise TypeError(
+                    f"gamma_bits must be None or an int in [0, 55], got {type(gamma_bits).__name__}"
+                )
+            gamma_bits = int(gamma_bits)
         self.rule = MomentumCoefficients.from_gamma(
             self.gamma, self.step, rel_tol=gamma_rel_tol, bits=gamma_bits
         )
@@ -151,6 +199,7 @@ class MomentumNet(torch.nn.Module):
                 "use backprop='autograd' or 'checkpoint'"
             )
         self.backprop = backprop
+        self.exponents = check_blocks(exponents)
         self.segments = (
             math.isqrt(len(self.blocks) - 1) + 1 if segments is None else check_steps(segments, "segments")
         )
@@ -220,32 +269,52 @@ class MomentumNet(torch.nn.Module):
 
     def _checkpointed(self, x, v, args, kwargs):
         size = math.ceil(self.depth / self.segments)
-        for start in range(0, self.depth, size):
-            stop = min(start + size, self.depth)
-            x, v = checkpoint(
-                self._segment(start, stop, x.device),
-                x,
-                v,
-                *args,
-                use_reentrant=False,
-                preserve_rng_state=False,
-                **kwargs,
-            )
+        # Recomputations run to the segment's end, where they compare their output with the forward's.
+        with set_checkpoint_early_stop(False):
+            for start in range(0, self.depth, size):
+                stop = min(start + size, self.depth)
+                x, v = checkpoint(
+                    self._segment(start, stop, x.device),
+                    x,
+                    v,
+                    *args,
+                    use_reentrant=False,
+                    preserve_rng_state=False,
+                    **kwargs,
+                )
         return x, v
 
     def _segment(self, start, stop, device):
-        """The function checkpoint calls twice; the second call replays the first's RNG and buffers."""
+        """The function checkpoint calls twice; the second call replays the first's RNG, buffers,
+        parameter tensors and training flags, and checks that it reproduced the first's output."""
         blocks = self.blocks[start:stop]
         recorder = capture(blocks, device)
-        calls = []
+        states = {}
+        for i, state in enumerate(block_states(blocks), start):
+            states.setdefault(state, i)
+        forward = []
 
         def run(x, v, *args, **kwargs):
-            calls.append(None)
-            if len(calls) == 1:
+            if not forward:
                 with recorder:
-                    return self._steps(start, stop, x, v, args, kwargs)
-            with replayed(blocks, recorder.state, device):
-                return self._steps(start, stop, x, v, args, kwargs)
+                    x, v = self._steps(start, stop, x, v, args, kwargs)
+                if torch.is_grad_enabled():  # else no recomputation follows
+                    forward.append(_checksum(x, v))
+                    for state in states:
+                        state.record_versions()
+                return x, v
+            with contextlib.ExitStack() as stack:
+                for state, i in states.items():
+                    stack.enter_context(state.restored(i))
+                stack.enter_context(replayed(blocks, recorder.state, device))
+                x, v = self._steps(start, stop, x, v, args, kwargs)
+            if not torch.allclose(_checksum(x, v), forward[0], rtol=0.0, atol=0.0, equal_nan=True):
+                span = f"block {start}" if stop - start == 1 else f"blocks {start} to {stop - 1}"
+                raise ReconstructionError(
+                    f"the checkpointed recomputation of {span} in the backward pass returned other values "
+                    f"than the forward pass, so the gradients would be wrong {NOT_REPRODUCED}."
+                )
+            return x, v
 
         return run
 
@@ -255,15 +324,22 @@ class MomentumNet(torch.nn.Module):
                 f"backprop='reversible' runs on float32 or float64 inputs, got {x.dtype}; cast the input "
                 "(blocks may still compute in lower precision)"
             )
+        if torch._C._are_functorch_transforms_active():
+            raise RuntimeError(
+                "backprop='reversible' does not support torch.func transforms (vmap, grad, jacrev, jvp, "
+                "hessian): its exact integer state and its own backward pass live outside them. Use "
+                "backprop='autograd' (or 'checkpoint' under vmap)"
+            )
+        states = block_states(self.blocks)
         return Recursion(
             blocks=list(self.blocks),
             rule=self.rule,
             args=args,
             kwargs=kwargs,
-            block_params=[
-                [p for p in dict.fromkeys(block.parameters()) if p.requires_grad] for block in self.blocks
-            ],
+            block_params=[state.trainable() for state in states],
+            states=states,
             mode=CallMode.current(x.device),
+            exponents=self.exponents,
         )
 
     def _reversible(self, x, v, args, kwargs):

@@ -1,8 +1,8 @@
 r"""Exact, memory-free backpropagation through the momentum recursion.
 
-Forward, with :math:`x, v` held in block floating point (int64 mantissas, one exponent per sample,
-:class:`mode.exact.ExactState`) and the momentum an exact rational :math:`\gamma = n / 2^k`, every layer
-applies the momentum scheme's exact step
+Forward, with :math:`x, v` held in block floating point (int64 mantissas, one exponent per tensor or per
+sample, :class:`mode.exact.ExactState`) and the momentum an exact rational :math:`\gamma = n / 2^k`,
+every layer applies the momentum scheme's exact step
 (:meth:`mode.schemes.momentum.MomentumCoefficients.exact_step`): a bijection of integer states that keeps
 the bits it destroys on a bit stack, undone exactly by its inverse.
 
@@ -21,8 +21,9 @@ Only the final integer state, the bit stack (about :math:`L \log_2(1/\gamma)` bi
 few generator states and buffers that blocks actually changed are kept, so activation memory does not
 grow with depth.
 
-The autograd graph is a chain of one node per layer that saves no tensor: :class:`_Start` runs the
-integer forward, one :class:`_Layer` per block takes that block's parameters, and :class:`_Finish`
+The integer forward runs first; the autograd graph is a chain of one node per layer that saves no
+tensor: :class:`_Start` takes the inputs, one :class:`_Layer` per block takes that block's parameters
+(and the leaves the forward found it captured, see :func:`captured_leaves`), and :class:`_Finish`
 returns :math:`(x_L, v_L)`. The nodes pass an empty token along the chain, which fixes the order in which
 the engine runs them (layer :math:`L` first); :math:`\bar x, \bar v` travel beside the chain in the
 shared :class:`ReversiblePass`. Each layer hands its parameter gradients to the engine as soon as it is
@@ -37,12 +38,18 @@ from dataclasses import dataclass, replace
 import torch
 
 from mode.exact import ExactState
-from mode.nn.layer_state import CallMode, LayerState, capture, replayed
+from mode.nn.layer_state import (
+    NOT_REPRODUCED,
+    BlockState,
+    CallMode,
+    LayerState,
+    ReconstructionError,
+    capture,
+    replayed,
+)
 from mode.schemes.momentum import MomentumCoefficients
 
-
-class ReconstructionError(RuntimeError):
-    """The reversed recursion did not land on the forward's input: some block is not deterministic."""
+_AccumulateGrad = torch._C._functions.AccumulateGrad
 
 
 @dataclass
@@ -53,8 +60,12 @@ class Recursion:
     rule: MomentumCoefficients
     args: tuple
     kwargs: dict
-    block_params: list[list[torch.nn.Parameter]]  # per block, those that require grad
+    # Per layer, the tensors its node hands gradients to: the block's parameters that require grad, then
+    # (added by the forward) the leaves the block captured, such as a closure's module weights.
+    block_params: list[list[torch.Tensor]]
+    states: list[BlockState]  # per layer, shared by the layers of one block
     mode: CallMode
+    exponents: str = "tensor"  # what shares an exponent (mode.exact.block_float.BLOCKS)
 
 
 @dataclass
@@ -76,29 +87,121 @@ class ExactRecord:
 
 
 def call_block(block, i: int, x: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
-    """``block(x, *args, **kwargs)``, refusing a block that does not preserve the shape of ``x``."""
+    """``block(x, *args, **kwargs)``, refusing a block that changes ``x`` in place or returns anything but
+    a tensor of the shape, device and (at most) precision of ``x``: every backprop mode would go on
+    differently from there.
+
+    Raises
+    ------
+    ValueError
+        If the block modified ``x`` in place, or returned another shape or device.
+    TypeError
+        If the block returned no tensor, or a dtype that would change the state's (wider or not floating).
+    """
+    # Inference tensors keep no version counter; they cannot be changed outside inference mode anyway.
+    version = None if x.is_inference() else x._version
     fx = block(x, *args, **kwargs)
-    if not isinstance(fx, torch.Tensor) or fx.shape != x.shape:
-        got = tuple(fx.shape) if isinstance(fx, torch.Tensor) else type(fx).__name__
+    if version is not None and x._version != version:
         raise ValueError(
-            f"block {i} returned {got} for an input of shape {tuple(x.shape)}: the residual functions of a "
-            "MomentumNet must preserve the shape"
+            f"block {i} modified its input x in place (an in-place op such as x.add_() or x[...] = , or a "
+            "module with inplace=True as its first layer): the MomentumNet state x must stay unchanged, "
+            "and the backprop modes would disagree; use out-of-place ops (x = x + 1) or clone x first"
+        )
+    if not isinstance(fx, torch.Tensor):
+        raise TypeError(
+            f"block {i} returned {type(fx).__name__}: the residual functions must return a tensor"
+        )
+    if fx.shape != x.shape:
+        raise ValueError(
+            f"block {i} returned {tuple(fx.shape)} for an input of shape {tuple(x.shape)}: the residual "
+            "functions of a MomentumNet must preserve the shape"
+        )
+    # A lower-precision output (autocast) is promoted by the step; a wider one would change the state's
+    # dtype in the float modes but not in the exact one.
+    if fx.dtype != x.dtype and (
+        not fx.dtype.is_floating_point or torch.promote_types(fx.dtype, x.dtype) != x.dtype
+    ):
+        raise TypeError(
+            f"block {i} returned {fx.dtype} for a {x.dtype} input: the state keeps the input's dtype in "
+            "every backprop mode, so a block may compute in lower precision but not return a wider or "
+            f"non-floating dtype; return fx.to(x.dtype) or pass a {fx.dtype} input"
+        )
+    if fx.device != x.device:
+        raise ValueError(
+            f"block {i} returned a tensor on {fx.device} for an input on {x.device}: the residual functions "
+            f"must return their output on the input's device; move the block (block.to({str(x.device)!r})) "
+            "or the input, not x inside the block"
         )
     return fx
+
+
+def _next_sequence_nr() -> int:
+    """The sequence number the next autograd node created on this thread will get."""
+    peek = getattr(torch._C._autograd, "_get_sequence_nr", None)
+    if peek is not None:
+        return peek()
+    with torch.enable_grad():  # older torch: a throwaway node takes a number
+        return torch.empty(0, requires_grad=True).view(0).grad_fn._sequence_nr() + 1
+
+
+def captured_leaves(i: int, fx: torch.Tensor, since: int, known: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The leaves requiring grad that the graph of block ``i``'s output ``fx`` reaches besides ``known``
+    (its parameters and arguments): tensors the block captured, such as the weights of a module a plain
+    function closes over. ``since`` is the sequence number of the first node the block call created.
+
+    Raises
+    ------
+    ValueError
+        If the graph reaches a tensor computed before the call (not a leaf, a parameter or an argument):
+        the reversible backward has no way to hand it its gradient.
+    """
+    known_ids = {id(t) for t in known}
+    boundary = {t.grad_fn for t in known if t.grad_fn is not None}  # non-leaf parameters or arguments
+    found, seen, stack = [], set(), [fx.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node in seen or node in boundary:
+            continue
+        seen.add(node)
+        if type(node) is _AccumulateGrad:
+            if id(node.variable) not in known_ids:
+                found.append(node.variable)
+            continue
+        # autocast caches its casts of the weights across calls: a cast of an earlier call is no outside
+        # tensor (its inputs are leaves, and it saves nothing, so the backward can run it again).
+        if node._sequence_nr() < since and type(node).__name__ != "ToCopyBackward0":
+            raise ValueError(
+                f"block {i} uses a tensor that requires grad and was computed before the MomentumNet call "
+                "(it is neither a leaf such as a parameter, nor one of the MomentumNet's arguments): "
+                "backprop='reversible' cannot pass it its gradient. Pass it as an argument (net(x, c) "
+                "calls every block as block(x, c)), or use backprop='autograd' or 'checkpoint'"
+            )
+        for edge, _ in node.next_functions:
+            if edge is not None:  # None: an input that needs no grad
+                stack.append(edge)
+    return found
 
 
 def exact_forward(rec: Recursion, x0: torch.Tensor, v0: torch.Tensor | None) -> ExactRecord:
     """Run the exact recursion over all blocks (no graph) from ``(x0, v0)`` (``v0=None``: zero) and
     return its record."""
-    state = ExactState.encode(x0, v0)
+    state = ExactState.encode(x0.detach(), None if v0 is None else v0.detach(), rec.exponents)
     checksum = state.checksum()
     x, states = state.decode_x(), []
     depth = len(rec.blocks)
+    arg_tensors = tensor_arguments(rec.args, rec.kwargs)
     for i, block in enumerate(rec.blocks):
+        since = _next_sequence_nr() if rec.mode.grad_enabled else None
         with capture(block, x0.device) as recorder, rec.mode.applied():
             fx = call_block(block, i, x, rec.args, rec.kwargs)
+        if since is not None and fx.grad_fn is not None:
+            captured = captured_leaves(i, fx, since, [*rec.block_params[i], *arg_tensors])
+            if captured:
+                rec.block_params[i] = [*rec.block_params[i], *captured]
         states.append(recorder.state)
         x = rec.rule.exact_step(state, fx, f"the MomentumNet forward pass (layer {i} of {depth})")
+    for block_state in dict.fromkeys(rec.states):
+        block_state.record_versions()
     inputs = (x0.detach(), None if v0 is None else v0.detach())
     versions = (x0._version, None if v0 is None else v0._version)
     return ExactRecord(state, depth, states, inputs, versions, checksum)
@@ -113,7 +216,7 @@ def undo_layer(rec: Recursion, record: ExactRecord, fx_of):
     """
     i = record.layer - 1
     x = rec.rule.exact_undo_position(record.state)
-    with replayed(rec.blocks[i], record.states[i], x.device):
+    with rec.states[i].restored(i), replayed(rec.blocks[i], record.states[i], x.device):
         fx = fx_of(i, x)
     rec.rule.exact_undo_velocity(record.state, fx)
     record.states[i] = None
@@ -125,10 +228,8 @@ def check_reconstruction(record: ExactRecord) -> None:
     """Raise :class:`ReconstructionError` unless the walk back ended on the forward's exact input."""
     if not torch.equal(record.state.checksum(), record.checksum):
         raise ReconstructionError(
-            "reversing the MomentumNet did not reproduce its input: a block returned different values for "
-            "the same input in the two passes (non-deterministic kernels, or state the block reads and "
-            "changes outside its buffers). Use torch.use_deterministic_algorithms(True) or "
-            "backprop='checkpoint'."
+            "reversing the MomentumNet did not reproduce its input: a block returned other values for the "
+            f"same input in the forward and the backward pass {NOT_REPRODUCED}."
         )
 
 
@@ -181,11 +282,12 @@ class ReversiblePass:
         """:math:`(x_L, v_L)` from ``(x0, v0)`` (``v0=None``: zero), differentiable through the chain of
         layer nodes where gradients are needed."""
         rec = self.rec
+        # The forward comes first: it finds the leaves the blocks captured, which the chain must take.
+        self.forward(x0, v0)
         arg_tensors = tensor_arguments(rec.args, rec.kwargs)
         leaves = [x0, *arg_tensors, *(p for params in rec.block_params for p in params)]
         leaves += [] if v0 is None else [v0]
         if not (torch.is_grad_enabled() and any(t.requires_grad for t in leaves)):
-            self.forward(x0, v0)
             return self.state(x0.dtype, x0.dtype if v0 is None else v0.dtype)
         # A leaf that requires grad starts the chain, so the engine runs every layer node (and the
         # reconstruction check at the start) even when only a late block trains.
@@ -234,12 +336,11 @@ class ReversiblePass:
 
 
 class _Start(torch.autograd.Function):
-    """``(pass, anchor, x0, v0) -> token``: runs the integer forward; backward returns the input adjoints."""
+    """``(pass, anchor, x0, v0) -> token``: heads the chain; backward returns the input adjoints."""
 
     @staticmethod
     def forward(ctx, run: ReversiblePass, anchor, x0, v0):
         ctx.run, ctx.zero_v0 = run, v0 is None
-        run.forward(x0, v0)
         return anchor.new_empty(0)
 
     @staticmethod
@@ -273,8 +374,14 @@ class _Finish(torch.autograd.Function):
         return run.state(dtype_x, dtype_v)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_x, grad_v):
+        # Grad mode is on in a backward pass only with create_graph=True (double backward, hessians).
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "backprop='reversible' computes first derivatives only: its backward pass cannot build a "
+                "graph (create_graph=True, double backward, torch.autograd.functional.hessian). Use "
+                "backprop='autograd'"
+            )
         # Copies: the engine may hand the same gradient tensor to other nodes too.
         ctx.run.bar_x, ctx.run.bar_v = grad_x.clone(), grad_v.clone()
         return None, grad_x.new_empty(0), None, None

@@ -15,9 +15,18 @@ SCHEMES: dict[str, Scheme] = {
 
 
 def get_scheme(scheme) -> Scheme:
-    """Look a scheme up by name (or pass a :class:`Scheme` through)."""
+    """Look a scheme up by name (or pass a :class:`Scheme` through).
+
+    Raises ``TypeError`` when ``scheme`` is neither a name nor a :class:`Scheme`, and ``ValueError`` for
+    an unknown name; both list the names of :data:`SCHEMES`.
+    """
     if isinstance(scheme, Scheme):
         return scheme
+    if not isinstance(scheme, str):
+        raise TypeError(
+            f"scheme must be a name, one of {sorted(SCHEMES)}, or a Scheme, got {type(scheme).__name__} "
+            f"{scheme!r}"
+        )
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {sorted(SCHEMES)}, got {scheme!r}")
     return SCHEMES[scheme]

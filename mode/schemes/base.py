@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mode.ode import as_vector_field, check_eps, check_positive
+from mode.ode import check_eps, check_position, check_positive, check_velocity, checked_vector_field
 
 
 class NotInvertibleError(ValueError):
@@ -33,13 +33,18 @@ class Scheme:
     evals_per_step: int
 
     def step(self, f, x, v, t, h, eps):
-        """Advance ``(x, v)`` at time ``t`` by one step ``h``; returns ``(x, v)``."""
-        f, h, eps = self._validated(f, h, eps)
+        """Advance ``(x, v)`` at time ``t`` by one step ``h``; returns ``(x, v)``.
+
+        ``v=None`` is zero velocity, as ``v0=None`` in :func:`mode.integrate`; otherwise ``v`` must have
+        the shape, dtype and device of ``x``. At ``eps = 0`` the step ignores ``v``.
+        """
+        f, x, v, h, eps = self._validated(f, x, v, h, eps)
         return self._step(f, x, v, t, h, eps)
 
     def inverse(self, f, x, v, t, h, eps):
-        """Undo :meth:`step`: given the state at ``t + h`` return the state at ``t``."""
-        f, h, eps = self._validated(f, h, eps)
+        """Undo :meth:`step`: given the state at ``t + h`` return the state at ``t`` (``v`` as in
+        :meth:`step`)."""
+        f, x, v, h, eps = self._validated(f, x, v, h, eps)
         if not self.invertible:
             raise NotInvertibleError(
                 f"the {self.name!r} scheme has no closed-form inverse; invertible schemes: "
@@ -47,8 +52,10 @@ class Scheme:
             )
         return self._inverse(f, x, v, t, h, eps)
 
-    def _validated(self, f, h, eps):
-        return as_vector_field(f), check_positive("h", h), check_eps(eps)
+    def _validated(self, f, x, v, h, eps):
+        x = check_position(x, "x")
+        v = check_velocity(x, v, names=("x", "v"))
+        return checked_vector_field(f), x, v, check_positive("h", h), check_eps(eps)
 
     def _step(self, f, x, v, t, h: float, eps: float):
         raise NotImplementedError

@@ -36,14 +36,15 @@ from torch import Tensor
 
 from mode.exact.bit_stack import MAX_PUSH_BITS, divide_word, multiply_word
 from mode.exact.block_float import (
+    block_amax,
     decode,
     next_exponent,
     power_of_two,
     range_error,
-    sample_amax,
     shift_word,
     unshift_word,
     value_limit,
+    within_limit,
 )
 from mode.exact.fusion import fused
 from mode.exact.gamma import dyadic_gamma, rational_gamma
@@ -147,15 +148,19 @@ class MomentumCoefficients:
         fx = fx.detach()
         x_exp, v_exp, x_shift, v_shift, facts = momentum_exponents(
             fx, state.x, state.v, state.x_exp, state.v_exp, self.gamma, self.one_minus_gamma,
-            self.step, value_limit(state.dtype),
+            self.step, value_limit(state.dtype), state.blocks,
         )
         ok, changed, v_bits, x_bits = facts.tolist()  # the one host synchronisation of a step
         if not ok:
             raise range_error(where, state.dtype)
-        ops = (("bits", v_bits), ("multiply", self.n, self.k), ("bits", x_bits))
+        multiply = ("multiply", self.n, self.k)
+        # Most steps move no exponent: their kernels are compiled without the shifts (None).
+        ops = (("bits", v_bits), multiply, ("bits", x_bits)) if changed else (multiply,)
         fuse = state.stack.fits(*ops)
         record = Rescaling(state.x_exp, state.v_exp, x_shift, v_shift, fuse) if changed else None
         state.rescalings.append(record)
+        if not changed:
+            x_shift = v_shift = None
         if fuse:
             state.stack.reserve(*ops)
             x = momentum_forward(
@@ -183,7 +188,7 @@ class MomentumCoefficients:
             state.x = state.x - _drift(state.v, state.x_exp, state.v_exp, self.step)
             state.unscale_x(record)
             return state.decode_x()
-        shift = torch.zeros_like(state.x_exp) if record is None else record.x_shift
+        shift = None if record is None else record.x_shift
         old = state.x_exp if record is None else record.x_exp
         x = momentum_undo_position(
             state.stack.word, state.x, state.v, state.x_exp, state.v_exp, shift, old, self.step,
@@ -205,9 +210,9 @@ class MomentumCoefficients:
             state.unscale_v(record)
             return
         ops = state.stack.top()
-        if len(ops) != 3 or ops[1] != multiply:
+        if ops != ((multiply,) if record is None else (ops[0], multiply, ops[-1])):
             raise RuntimeError(f"the bit stack's last push {ops!r} is not a fused momentum step")
-        shift = torch.zeros_like(state.v_exp) if record is None else record.v_shift
+        shift = None if record is None else record.v_shift
         momentum_undo_velocity(
             state.stack.word, state.v, fx, state.v_exp, shift, self.one_minus_gamma, self.n, self.k
         )
@@ -236,27 +241,27 @@ def _velocity(word, v, fx, v_exp, one_minus_gamma: float, n: int, k: int):
 
 @fused
 def momentum_exponents(fx, x, v, x_exp, v_exp, gamma: float, one_minus_gamma: float, step: float,
-                       limit: float):
+                       limit: float, blocks: str):
     r"""The exponents of the next state, from float64 bounds on it, and what the host must know.
 
     With :math:`\beta_v = \max(|v|, \mu)`, :math:`\mu = \gamma |v| + (1 - \gamma) |f|` (the old
     :math:`V` is moved to the new exponent before the multiply) and
     :math:`\beta_x = |x| + h(\mu + 2 \cdot 2^{b'})` (:math:`|V'| \le \mu 2^{-b'} + 2` after the
-    roundings of the force and the multiply), per sample. Returns the new exponents, the shifts from the
-    old ones (zero for all-zero samples, relabelled), and ``[within range, any exponent changed, widest
-    v push, widest x push]``.
+    roundings of the force and the multiply), per block of ``blocks``. Returns the new exponents, the
+    shifts from the old ones (zero for all-zero blocks, relabelled), and ``[within range, any exponent
+    changed, widest v push, widest x push]``.
     """
-    x_max, v_max = sample_amax(x), sample_amax(v)
+    x_max, v_max = block_amax(x, blocks), block_amax(v, blocks)
     size_x = x_max.to(torch.float64) * power_of_two(x_exp)
     size_v = v_max.to(torch.float64) * power_of_two(v_exp)
-    moved = gamma * size_v + one_minus_gamma * sample_amax(fx).to(torch.float64)
+    moved = gamma * size_v + one_minus_gamma * block_amax(fx, blocks).to(torch.float64)
     bound_v = torch.maximum(size_v, moved)
     v_new, v_old = next_exponent(bound_v, v_exp, v_max == 0)
     bound_x = size_x + step * (moved + 2 * power_of_two(v_new))
     x_new, x_old = next_exponent(bound_x, x_exp, x_max == 0)
     v_shift, x_shift = v_new - v_old, x_new - x_old
     facts = torch.stack([
-        ((bound_v <= limit).all() & (bound_x <= limit).all()).to(torch.int64),  # NaN fails too
+        within_limit(limit, bound_v, bound_x).to(torch.int64),
         ((v_new != v_exp).any() | (x_new != x_exp).any()).to(torch.int64),
         v_shift.clamp(0, MAX_PUSH_BITS).max(),
         x_shift.clamp(0, MAX_PUSH_BITS).max(),

@@ -8,7 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from mode.records import write_json
+from mode.cli import usage_error
+from mode.records import check_output_file, write_json
 from mode.theory import runner
 
 
@@ -20,7 +21,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=(
             "Run the check of every proposition of theory/ and print a table (ID, claim, measured value, "
             "tolerance, PASS/FAIL). Exits 1 if any check fails, 2 on a usage error (--only selects nothing, "
-            "--json names a missing directory)."
+            "--json cannot be written: a directory, a missing or read-only folder), found before any check "
+            "runs."
         ),
     )
     parser.add_argument(
@@ -41,14 +43,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run the selected checks; 0 if all pass, 1 if any fails, 2 on a usage error."""
-    if args.json is not None and not args.json.resolve().parent.is_dir():
-        print(f"mode check: the directory of --json {args.json} does not exist", file=sys.stderr)
-        return 2
+    if args.json is not None:
+        try:
+            check_output_file(args.json, "--json", example="report.json")
+        except ValueError as error:
+            return usage_error("check", str(error))
     failures = runner.load_claims()
     claims = runner.selected_claims(args.only)
     if not claims:
-        print(f"mode check: no claim matches --only {' '.join(args.only or [])}", file=sys.stderr)
-        return 2
+        return usage_error(
+            "check",
+            f"no claim matches --only {' '.join(args.only or [])}; give an ID or a prefix (INV, FP-2)",
+        )
     done = itertools.count(1)
 
     def progress(result: runner.Result) -> None:

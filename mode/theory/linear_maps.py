@@ -48,6 +48,17 @@ _SERIES_TERMS = 14
 _SERIES_K = np.arange(_SERIES_TERMS)
 _COSH_COEF = np.array([1.0 / math.factorial(2 * k) for k in range(_SERIES_TERMS)])
 _SINHC_COEF = np.array([1.0 / math.factorial(2 * k + 1) for k in range(_SERIES_TERMS)])
+# The damping b = T/(2 eps) is capped here: past b ~ 750 every term it damps, at most e^{-b}(1 + b) times
+# 1/|w| <= 1e8, is below the smallest subnormal, and a finite b keeps b * (...) free of inf * 0.
+_DAMPING_CAP = 2000.0
+# exp of anything below this is exactly 0 in float64.
+_EXP_UNDERFLOW = math.log(float(np.finfo(float).smallest_subnormal)) - 1.0
+_FLOAT_MAX = float(np.finfo(float).max)
+# Largest psi momentum_logarithm inverts: _psi_taylor sums 64 samples of up to e^{1/2} times it, and the
+# velocity block of the phase-space exponential that verifies the result is ~sqrt(lam / eps) times it
+# (~700 times at T = 1 near overflow); 2^-12 of the float64 maximum leaves room for both. The same bound
+# applies to psi's scale in lam, eps / T^2 (the Cauchy radius of _psi_taylor; lam* ~ -20 eps / T^2).
+_FLOAT_LIMIT = _FLOAT_MAX * 2.0**-12
 # Gauss-Newton polishing of momentum_logarithm runs only when the direct construction leaves a relative
 # residual above this level.
 _POLISH_TRIGGER = 1e-12
@@ -90,36 +101,93 @@ def _tolerance(tol) -> float:
 # --------------------------------------------------------------------------------------------------
 
 
+def _half_root(lam: np.ndarray, eps: float) -> np.ndarray:
+    r"""Return :math:`h = \sqrt{1 + 4\varepsilon\lambda}/2`, the principal root.
+
+    :math:`\operatorname{Re} h \ge 0`, so :math:`1/2 + h` never vanishes. Formed as
+    :math:`\sqrt{1/4 + \varepsilon\lambda}` for :math:`\varepsilon < 1` and as
+    :math:`\sqrt\varepsilon\,\sqrt{\lambda + 1/(4\varepsilon)}` otherwise: :math:`\varepsilon\lambda` can
+    overflow only in the second case and :math:`1/(4\varepsilon)` only in the first.
+    """
+    if eps < 1:
+        return np.sqrt(0.25 + eps * lam)
+    return math.sqrt(eps) * np.sqrt(lam + 0.25 / eps)
+
+
+def _weighted_exponentials(r_plus, r_minus, c_plus, c_minus, log_scale: float = 0.0) -> np.ndarray:
+    r"""Return :math:`e^{\ell}(c_+ e^{r_+} + c_- e^{r_-})` with :math:`\ell` = ``log_scale``.
+
+    Each term is formed as :math:`\exp(r + \ell + \log c)`: a term that fits in float64 is then finite
+    even where :math:`e^{r}` or :math:`e^{\ell}` alone overflows, and one that does not is an infinity
+    (a zero coefficient gives :math:`\log 0 = -\infty`, an exact 0), never the NaN of
+    :math:`\infty \cdot 0`.
+    """
+    total = np.zeros(np.shape(r_plus), dtype=complex)
+    for r, c in ((r_plus, c_plus), (r_minus, c_minus)):
+        with np.errstate(divide="ignore", over="ignore"):
+            exponent = r + (np.log(c) + log_scale)
+        # A term below the smallest subnormal is 0 whatever its phase, which can lie beyond the float
+        # range (an infinite imaginary part, for which exp gives NaN).
+        seen = exponent.real > _EXP_UNDERFLOW
+        # Overflow gives the infinity that the term is; NaN is left where the imaginary part (the phase)
+        # is itself beyond the float range, and psi reports it.
+        with np.errstate(over="ignore", invalid="ignore"):
+            total[seen] += np.exp(exponent[seen])
+    return total
+
+
 def _psi_and_slope(lam, eps: float, T: float) -> tuple[np.ndarray, np.ndarray]:
     r"""Return :math:`\psi_\varepsilon(\lambda)` and :math:`\psi_\varepsilon'(\lambda)` (complex arrays).
 
-    With :math:`b = T/(2\varepsilon)` and :math:`z = s^2 = T^2(1 + 4\varepsilon\lambda)/(4\varepsilon^2)`,
-    :math:`\psi = e^{-b}G(z)`, :math:`G(z) = \cosh\sqrt z + b\,\sinh\sqrt z/\sqrt z`, and
-    :math:`d z/d\lambda = T^2/\varepsilon`.
+    With :math:`b = T/(2\varepsilon)`, :math:`w = 2h = \sqrt{1 + 4\varepsilon\lambda}` and :math:`s = bw`
+    (so :math:`z = s^2 = T^2(1 + 4\varepsilon\lambda)/(4\varepsilon^2)`), the exponents of the characteristic
+    roots are :math:`r_\pm T = \pm s - b`, and
+
+    .. math:: \psi = \frac{1 + w^{-1}}{2}e^{r_+T} + \frac{1 - w^{-1}}{2}e^{r_-T}, \qquad
+              \psi' = \frac{T}{2w}\Big[\Big(1 + \frac{1 - s^{-1}}{w}\Big)e^{r_+T}
+              - \Big(1 - \frac{1 + s^{-1}}{w}\Big)e^{r_-T}\Big],
+
+    evaluated as :func:`_weighted_exponentials` for :math:`|s| \ge 1`; for :math:`|s| < 1`,
+    :math:`\psi = e^{-b}G(z)`, :math:`G(z) = \cosh\sqrt z + b\,\sinh\sqrt z/\sqrt z`, by its Maclaurin
+    series, and :math:`\psi' = e^{-b}G'(z)\,T^2/\varepsilon`. Every intermediate is formed from
+    :math:`\varepsilon`, :math:`T` and :math:`\lambda` so that it stays finite wherever the result does,
+    for any finite :math:`\varepsilon, T > 0`.
     """
-    z = np.asarray((T**2 / (4 * eps**2)) * (1 + 4 * eps * np.asarray(lam, dtype=complex)))
-    b = T / (2 * eps)
-    value = np.empty_like(z)
-    slope = np.empty_like(z)
-    small = np.abs(z) < 1.0
+    lam = np.asarray(lam, dtype=complex)
+    h = _half_root(lam, eps)
+    # T / (2 eps) would be 0 for eps > ~9e307, where 2 eps overflows.
+    b = min(T / eps / 2, _DAMPING_CAP)
+    value = np.empty_like(h)
+    slope = np.empty_like(h)
+    # |s| < 1, where s = (T/eps) h. eps/T may underflow to 0 (and T/eps overflow) while h = 0 exactly:
+    # the double root, which belongs to the series.
+    small = (np.abs(h) < eps / T) | (h == 0)
     if small.any():
         # Near the double root 1 + 4 eps lam = 0 the closed form is 0/0; the Maclaurin series in z
         # of the entire function G is exact there.
-        powers = z[small][..., None] ** _SERIES_K
+        s = np.divide(h[small], eps / T, out=np.zeros_like(h[small]), where=h[small] != 0)
+        powers = (s * s)[..., None] ** _SERIES_K
         a = _COSH_COEF + b * _SINHC_COEF
         value[small] = math.exp(-b) * (powers @ a)
-        slope[small] = math.exp(-b) * (T**2 / eps) * (powers[..., :-1] @ (_SERIES_K[1:] * a[1:]))
+        # T^2/eps = 2 b T, with the damping applied to 2 b before T so that no product is inf * 0.
+        slope[small] = (2 * b * math.exp(-b)) * T * (powers[..., :-1] @ (_SERIES_K[1:] * a[1:]))
     big = ~small
     if big.any():
-        s = np.sqrt(z[big])
-        # exp(+-s - b) = exp(r_pm T): the exponentials of the characteristic roots, which stay finite
-        # wherever psi does (the e^{-b} prefactor is folded in rather than multiplied afterwards).
-        # Overflow means psi itself exceeds the float range; inf is then the honest answer.
-        with np.errstate(over="ignore", invalid="ignore"):
-            e_plus, e_minus = np.exp(s - b), np.exp(-s - b)
-            cosh_b, sinh_b = (e_plus + e_minus) / 2, (e_plus - e_minus) / 2
-            value[big] = cosh_b + b * sinh_b / s
-            slope[big] = (T**2 / eps) * (sinh_b / (2 * s) + b * (s * cosh_b - sinh_b) / (2 * s**3))
+        h, lam = h[big], lam[big]
+        with np.errstate(over="ignore"):
+            # r_+ T = s - b = T lam / (1/2 + h) and r_- T = -(s + b) = -2b (1/2 + h): the first without the
+            # cancellation of s - b (large b), the second with the capped b (e^{r_- T} is 0 beyond it).
+            r_plus = T * (lam / (0.5 + h))
+            r_minus = -2 * b * (0.5 + h)
+        inv_w, inv_s = 0.5 / h, (eps / T) / h
+        value[big] = _weighted_exponentials(r_plus, r_minus, 0.5 * (1 + inv_w), 0.5 * (1 - inv_w))
+        slope[big] = _weighted_exponentials(
+            r_plus,
+            r_minus,
+            0.5 * inv_w * (1 + inv_w * (1 - inv_s)),
+            -0.5 * inv_w * (1 - inv_w * (1 + inv_s)),
+            math.log(T),
+        )
     return value, slope
 
 
@@ -137,25 +205,49 @@ def psi(lam, eps, T=1.0):
     an entire function of :math:`\lambda` (even in :math:`s`); the double root
     :math:`1 + 4\varepsilon\lambda = 0` is handled by the power series of the right-hand side.
 
+    Every finite :math:`\lambda` and finite :math:`\varepsilon, T > 0` is accepted. Each term is evaluated
+    as :math:`\exp(rT + \log c)`, so a value beyond the float64 range is ``inf`` (for real
+    :math:`\lambda \gtrsim 5\cdot 10^{5}` at :math:`\varepsilon = 1/2`, :math:`T = 1`, for example), one below
+    it underflows to 0, and every value in between is finite, also where :math:`e^{r_+T}` alone overflows.
+
     Parameters
     ----------
     lam : float, complex or array_like
-        Eigenvalue(s) :math:`\lambda`; real input gives real output.
+        Eigenvalue(s) :math:`\lambda`, finite; real input gives real output.
     eps : float
-        Mass :math:`\varepsilon > 0`.
+        Mass :math:`\varepsilon > 0`, finite.
     T : float, optional
-        Horizon :math:`T > 0`.
+        Horizon :math:`T > 0`, finite.
 
     Returns
     -------
     numpy scalar or ndarray
         :math:`\psi_\varepsilon(\lambda)`, same shape as ``lam``.
+
+    Raises
+    ------
+    TypeError
+        If ``lam`` is not numeric, or ``eps`` or ``T`` not a real number.
+    ValueError
+        If ``lam`` has a non-finite entry or ``eps`` or ``T`` is not finite and positive; or where the
+        value is not representable: an oscillation whose phase, about :math:`T\sqrt{|\lambda|/\varepsilon}`,
+        exceeds the float64 range while its amplitude does not underflow (:math:`T` and
+        :math:`|\lambda|` near :math:`10^{308}`).
     """
     eps, T = _positive(eps, "eps"), _positive(T, "T")
     arr = np.asarray(lam)
     if not (np.issubdtype(arr.dtype, np.number) and arr.dtype != np.bool_):
         raise TypeError(f"lam must be numeric, got dtype {arr.dtype}")
+    finite = np.isfinite(arr)
+    if not finite.all():
+        raise ValueError(f"lam must be finite (real or complex), got {arr[~finite].flat[0].item()!r}")
     value, _ = _psi_and_slope(arr, eps, T)
+    undetermined = np.isnan(value)
+    if undetermined.any():
+        raise ValueError(
+            f"psi(lam={arr[undetermined].flat[0].item()!r}, eps={eps:g}, T={T:g}) is not representable in "
+            "float64: the phase of its oscillation, about T * sqrt(|lam| / eps), exceeds the float64 range"
+        )
     if not np.iscomplexobj(arr):
         value = value.real
     return value[()]
@@ -169,17 +261,29 @@ def _critical_point(eps: float, T: float) -> tuple[float, float, float]:
     :math:`\psi = e^{-b} g(\theta)`, :math:`g = \cos\theta + b\sin\theta/\theta`, whose global minimum on
     :math:`\theta > 0` is the unique zero in :math:`(\pi, 3\pi/2)` of
     :math:`\sin\theta(\theta^2 + b) - b\theta\cos\theta` (LM-3).
+
+    Every finite :math:`\varepsilon, T > 0` is accepted: :math:`b` may overflow to inf (the equation is
+    then divided by :math:`b`, its limit being :math:`\tan\theta = \theta`), and :math:`\lambda^*` is
+    ``-inf`` where it lies beyond the float64 range.
     """
-    b = T / (2 * eps)
-    theta = brentq(
-        lambda t: math.sin(t) * (t * t + b) - b * t * math.cos(t),
-        math.pi,
-        1.5 * math.pi,
-        xtol=1e-15,
-        rtol=4 * _MACHINE_EPS,
-    )
-    value = math.exp(-b) * (math.cos(theta) + b * math.sin(theta) / theta)
-    lam = -(1 + (2 * eps * theta / T) ** 2) / (4 * eps)
+    # Not T / (2 eps): 2 eps overflows for eps > ~9e307.
+    b = T / eps / 2
+    if b <= 1:
+
+        def equation(t):
+            return math.sin(t) * (t * t + b) - b * t * math.cos(t)
+    else:
+
+        def equation(t):
+            return math.sin(t) * (t * t / b + 1) - t * math.cos(t)
+
+    theta = brentq(equation, math.pi, 1.5 * math.pi, xtol=1e-15, rtol=4 * _MACHINE_EPS)
+    damping = math.exp(-b)
+    # Past b ~ 745 the factor e^{-b} underflows and m_eps with it (to -0.0, as sin(theta) < 0); b itself
+    # may then be inf, and 0 * inf is NaN.
+    value = damping * (math.cos(theta) + b * math.sin(theta) / theta) if damping else -0.0
+    # Expanded so that no intermediate raises OverflowError: (2 eps theta / T) ** 2 does for eps/T >~ 1e153.
+    lam = -(0.25 / eps + (eps * theta / T) * (theta / T))
     return lam, value, theta
 
 
@@ -195,7 +299,9 @@ def m_eps(eps, T=1.0) -> float:
     :math:`\lambda^* = -(1 + 4\varepsilon^2\theta^{*2}/T^2)/(4\varepsilon) < -1/(4\varepsilon)`, in the
     oscillatory (underdamped) regime. :math:`-(1+b)e^{-b} < m_\varepsilon < -e^{-b}`, so
     :math:`-1 < m_\varepsilon < 0` (LM-3). It depends on :math:`(\varepsilon, T)` through
-    :math:`T/\varepsilon` only. For :math:`T/\varepsilon \gtrsim 1400` the value underflows to ``-0.0``.
+    :math:`T/\varepsilon` only. For :math:`T/\varepsilon \gtrsim 1400` the value underflows to ``-0.0``;
+    for :math:`T/\varepsilon \lesssim 10^{-16}` it rounds to ``-1.0``. Every finite positive
+    :math:`\varepsilon, T` gives a value.
 
     Parameters
     ----------
@@ -225,7 +331,8 @@ def m_eps_table(eps_values=(0.05, 0.1, 0.2, 0.5, 1, 2, 5), T=1.0) -> list[tuple[
     Returns
     -------
     list of tuple
-        ``(eps, m_eps, argmin)`` with ``psi(argmin, eps, T) == m_eps``.
+        ``(eps, m_eps, argmin)`` with ``psi(argmin, eps, T) == m_eps``; ``argmin`` is ``-inf`` where it
+        lies beyond the float64 range (:math:`\varepsilon \theta^{*2} / T^2 \gtrsim 10^{308}`).
     """
     T = _positive(T, "T")
     rows = []
@@ -278,6 +385,13 @@ def _flow(A: np.ndarray, eps: float, T: float) -> np.ndarray:
     """Psi_eps(A) without input validation."""
     n = A.shape[0]
     return sla.expm(T * _phase_matrix(A, eps))[:n, :n]
+
+
+def _frobenius(M: np.ndarray) -> float:
+    """Frobenius norm without overflow: BLAS ``nrm2`` scales, where ``np.linalg.norm`` squares entries and
+    turns a matrix with entries past ~1e154 into inf. Non-finite entries give inf or NaN (which fail every
+    residual check) rather than scipy's finiteness error."""
+    return float(sla.norm(np.ravel(M), check_finite=False))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -562,17 +676,22 @@ def _unreachable_message(bad: list[_Cluster], scale_limit: float, value: float, 
 # --------------------------------------------------------------------------------------------------
 
 
+def _newton_step(lam: complex, target: complex, eps: float, T: float) -> complex:
+    """(psi(lam) - target) / psi'(lam): inf or NaN where psi' vanishes or underflows, which callers reject."""
+    value, slope = _psi_and_slope(lam, eps, T)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        return complex((value - target) / slope)
+
+
 def _newton_scalar(lam: complex, target: complex, eps: float, T: float) -> complex | None:
     """Newton's method for psi(lam) = target; None if it has not converged in 40 steps."""
     for _ in range(40):
-        value, slope = _psi_and_slope(lam, eps, T)
-        step = complex((value - target) / slope)
+        step = _newton_step(lam, target, eps, T)
         if not np.isfinite(step):
             return None
         lam -= step
         if abs(step) <= 1e-13 * max(1.0, abs(lam)):
-            value, slope = _psi_and_slope(lam, eps, T)
-            return lam - complex((value - target) / slope)
+            return lam - _newton_step(lam, target, eps, T)
     return None
 
 
@@ -586,8 +705,7 @@ def _continue_preimage(lam: complex, mu_from: complex, mu_to: complex, eps: floa
     while t < 1.0:
         h = min(h, 1.0 - t)
         target = mu_from + (t + h) * (mu_to - mu_from)
-        value, slope = _psi_and_slope(lam, eps, T)
-        guess = lam + complex((target - value) / slope)
+        guess = lam - _newton_step(lam, target, eps, T)
         new = _newton_scalar(guess, target, eps, T)
         if new is not None and abs(new - guess) <= 0.25 * abs(guess - lam) + 1e-12 * max(1.0, abs(lam)):
             lam, t, h = new, t + h, 2 * h
@@ -599,18 +717,57 @@ def _continue_preimage(lam: complex, mu_from: complex, mu_to: complex, eps: floa
 
 
 def _real_branch_inverse(mu: float, eps: float, T: float) -> float:
-    r"""The preimage of :math:`\mu > m_\varepsilon` on :math:`(\lambda^*, \infty)`, where psi increases."""
+    r"""The preimage of :math:`\mu > m_\varepsilon` on :math:`(\lambda^*, \infty)`, where psi increases.
+
+    Raises ``ValueError`` when :math:`\mu` lies beyond the largest value psi takes on the float64 range of
+    :math:`\lambda` below :data:`_FLOAT_LIMIT`.
+    """
     lam_star, _, _ = _critical_point(eps, T)
-    width = max(1.0, abs(lam_star)) / T
-    while float(_psi_and_slope(lam_star + width, eps, T)[0].real) < mu:
-        width *= 2
+
+    def value(lam: float) -> float:
+        return float(_psi_and_slope(lam, eps, T)[0].real)
+
+    def unreachable(limit: float) -> ValueError:
+        return ValueError(
+            f"D has an eigenvalue of size about {mu:.6g}, beyond the largest value psi reaches at "
+            f"eps = {eps:g}, T = {T:g} for a float64 lam with room to spare before float64 overflow "
+            f"(about {limit:.6g}): scale D down"
+        )
+
+    # Bracket the root in [low, high], tripling the width. An upper end where psi exceeds _FLOAT_LIMIT (or
+    # is inf) lies above every root that can be used, so it is pulled back to the midpoint. Upper ends stay
+    # below the largest float and within _FLOAT_MAX of low, so that high - low (which brentq forms) is
+    # finite. The first step can be below the spacing of floats at lam_star (T >~ 1e16 |lam_star|), hence
+    # nextafter.
+    def upper(candidate: float) -> float:
+        return min(candidate, _FLOAT_MAX, low + _FLOAT_MAX)
+
+    low = lam_star
+    high = upper(max(low + max(1.0, abs(low)) / T, math.nextafter(low, math.inf)))
+    while True:
+        top = value(high)
+        if not top <= _FLOAT_LIMIT:
+            if (middle := low + (high - low) / 2) in (low, high):
+                raise unreachable(value(low))
+            high = middle
+        elif top < mu:
+            if high == _FLOAT_MAX:
+                raise unreachable(top)
+            low, high = high, high + 2 * (high - low)
+            high = upper(high)
+        else:
+            break
+    # The scale of the root ranges over the floats with eps and T (about 1/T for T >> eps), so the tolerance
+    # is relative, down to the smallest normal float. The bracket can then span the float range from a
+    # far-away lam_star (-1/(4 eps) for small eps) to a root near 0: ~2100 halvings, and Brent's method
+    # halves the bracket at least every second step.
     return brentq(
-        lambda lam: float(_psi_and_slope(lam, eps, T)[0].real) - mu,
-        lam_star,
-        lam_star + width,
-        xtol=1e-15 * max(1.0, abs(lam_star)),
+        lambda lam: value(lam) - mu,
+        low,
+        high,
+        xtol=float(np.finfo(float).tiny),
         rtol=4 * _MACHINE_EPS,
-        maxiter=500,
+        maxiter=5000,
     )
 
 
@@ -630,9 +787,17 @@ def _paired_preimage(mu: float, eps: float, T: float) -> complex:
     below :math:`m_\varepsilon`.
     """
     lam_star, value, _ = _critical_point(eps, T)
-    c2 = float(_psi_taylor(lam_star, eps, T, 2)[2].real)
+    if value == 0:
+        raise RuntimeError(
+            f"momentum_logarithm cannot reach the eigenvalue {mu:.6g} < m_eps at eps = {eps:g}, T = {T:g}: "
+            "its preimage is continued from the minimum of psi, and m_eps underflows to -0 for T/eps >~ 1400"
+        )
+    coefficients, radius = _psi_taylor(lam_star, eps, T, 2)
     start = value - min(value - mu, 1e-3 * abs(value))
-    lam = _newton_scalar(lam_star + 1j * math.sqrt((value - start) / c2), start, eps, T)
+    # c_2 rho^2 is the scaled coefficient: (m_eps - start) / c_2 = rho^2 (m_eps - start) / (c_2 rho^2).
+    lam = _newton_scalar(
+        lam_star + 1j * radius * math.sqrt((value - start) / coefficients[2].real), start, eps, T
+    )
     if lam is None:
         raise RuntimeError(f"no complex preimage of {start} found near the critical point")
     return _continue_preimage(lam, start, mu, eps, T)
@@ -643,17 +808,35 @@ def _paired_preimage(mu: float, eps: float, T: float) -> complex:
 # --------------------------------------------------------------------------------------------------
 
 
-def _psi_taylor(lam0: complex, eps: float, T: float, order: int) -> np.ndarray:
-    r"""Taylor coefficients :math:`\psi^{(j)}(\lambda_0)/j!`, :math:`j \le` order, by Cauchy's formula.
+def _psi_taylor(lam0: complex, eps: float, T: float, order: int) -> tuple[np.ndarray, float]:
+    r"""Return the scaled Taylor coefficients of psi at :math:`\lambda_0`, up to ``order``, and their radius.
 
-    The trapezoidal rule on a circle is spectrally accurate for the entire psi; the radius is the
-    :math:`\lambda`-distance over which :math:`s` moves by about 1/2, so the samples stay of one size.
+    The coefficients :math:`\psi^{(j)}(\lambda_0)\rho^j/j!` are those of :math:`\psi(\lambda_0 + \rho\xi)` in
+    powers of :math:`\xi`, by Cauchy's formula on the circle :math:`|\xi| = 1`: the trapezoidal rule there is
+    spectrally accurate for the entire psi. The radius :math:`\rho` is the :math:`\lambda`-distance over
+    which :math:`s` moves by about 1/2, so the samples stay of one size, and so do the scaled
+    coefficients, whereas the unscaled ones under- or overflow when :math:`\rho` is far from 1
+    (:math:`\rho = \varepsilon/T^2` near the double root).
     """
-    z = (T**2 / (4 * eps**2)) * (1 + 4 * eps * lam0)
-    radius = (eps / T**2) * max(math.sqrt(abs(z)), 1.0)
+    # (eps / T^2) max(|s|, 1) with s = (T / eps) h, formed without T**2 or eps**2 (which overflow).
+    radius = max(abs(complex(_half_root(np.asarray(lam0, dtype=complex), eps))), eps / T) / T
     nodes = max(64, 4 * order)
     samples, _ = _psi_and_slope(lam0 + radius * np.exp(2j * np.pi * np.arange(nodes) / nodes), eps, T)
-    return np.fft.fft(samples)[: order + 1] / nodes / radius ** np.arange(order + 1)
+    return np.fft.fft(samples)[: order + 1] / nodes, radius
+
+
+def _inverse_series(lam0: complex, eps: float, T: float, order: int, real: bool) -> np.ndarray:
+    r"""Taylor coefficients :math:`\lambda_0, d_1, \dots, d_{\text{order}}` of the local inverse of psi.
+
+    :math:`\psi^{-1}(\psi(\lambda_0) + y) = \lambda_0 + \sum_k d_k y^k` near a non-critical
+    :math:`\lambda_0` (LM-4), by reverting the scaled series of :func:`_psi_taylor` in :math:`\xi` and
+    multiplying by :math:`\rho` (:math:`\lambda - \lambda_0 = \rho\xi`); ``real`` keeps real parts (a real
+    :math:`\lambda_0`, where the series is real).
+    """
+    coefficients, radius = _psi_taylor(lam0, eps, T, order)
+    if real:
+        coefficients, lam0 = coefficients.real, lam0.real
+    return np.concatenate(([lam0], radius * _revert_series(coefficients[1:])))
 
 
 def _revert_series(c: np.ndarray) -> np.ndarray:
@@ -683,12 +866,16 @@ def _series_sqrt(u: np.ndarray) -> np.ndarray:
 
 
 def _matrix_series(coefficients: np.ndarray, N: np.ndarray) -> np.ndarray:
-    """sum_k coefficients[k] N^k."""
-    result = coefficients[0] * np.eye(N.shape[0], dtype=np.result_type(coefficients, N))
-    power = np.eye(N.shape[0], dtype=N.dtype)
-    for coefficient in coefficients[1:]:
-        power = power @ N
-        result = result + coefficient * power
+    """sum_k coefficients[k] N^k, by Horner's rule.
+
+    Its partial sums stay on the scale of the terms, where the powers N^k alone can overflow: N is the
+    rounding noise of a cluster (~1e-16 times its eigenvalue, up to ~1e288) and the coefficients of the
+    inverse of psi shrink as fast.
+    """
+    eye = np.eye(N.shape[0], dtype=np.result_type(coefficients, N))
+    result = coefficients[-1] * eye
+    for coefficient in coefficients[-2::-1]:
+        result = result @ N + coefficient * eye
     return result
 
 
@@ -781,12 +968,7 @@ def _regular_block(cluster: _Cluster, lam0: complex, eps: float, T: float) -> np
     psi at :math:`\lambda_0 = \phi(c)`, which is non-critical (LM-4); the series stops because
     :math:`B - cI` is numerically nilpotent, with three extra terms for the residual spread of the cluster.
     """
-    order = len(cluster.weyr) + 3
-    coefficients = _psi_taylor(lam0, eps, T, order)
-    if cluster.real:
-        coefficients = coefficients.real
-        lam0 = lam0.real
-    d = np.concatenate(([lam0], _revert_series(coefficients[1:])))
+    d = _inverse_series(lam0, eps, T, len(cluster.weyr) + 3, cluster.real)
     center = cluster.center.real if cluster.real else cluster.center
     return _matrix_series(d, cluster.block - center * np.eye(cluster.block.shape[0]))
 
@@ -809,7 +991,7 @@ def _paired_block(cluster: _Cluster, eps: float, T: float) -> np.ndarray:
             K[first_b + i, first_a + i] = 1.0
             K[first_a + i, first_b + i] = -1.0
     lam0 = _paired_preimage(mu, eps, T)
-    d = np.concatenate(([lam0], _revert_series(_psi_taylor(lam0, eps, T, len(cluster.weyr))[1:])))
+    d = _inverse_series(lam0, eps, T, len(cluster.weyr), real=False)
     F = np.zeros((size, size))
     power = np.eye(size)
     for coefficient in d[: len(cluster.weyr)]:
@@ -841,9 +1023,10 @@ def _critical_block(cluster: _Cluster, eps: float, T: float) -> np.ndarray:
                 H[first_b + i - 1, first_a + i] = 1.0
             if i < q:
                 H[first_a + i, first_b + i] = 1.0
-    c = _psi_taylor(lam_star, eps, T, longest + 1).real
-    y = _series_sqrt(c[2:])[: longest - 1] if longest > 1 else np.zeros(0)
-    h = _revert_series(y) if y.size else np.zeros(0)
+    # In the scaled variable xi = g / rho of _psi_taylor: y = xi sqrt(c_2 + c_3 xi + ...), and h = rho y^{-1}.
+    coefficients, radius = _psi_taylor(lam_star, eps, T, longest + 1)
+    y = _series_sqrt(coefficients.real[2:])[: longest - 1] if longest > 1 else np.zeros(0)
+    h = radius * _revert_series(y) if y.size else np.zeros(0)
     return _similar(V, _matrix_series(np.concatenate(([lam_star], h)), H))
 
 
@@ -851,10 +1034,13 @@ def _psi_jacobian(A: np.ndarray, eps: float, T: float) -> np.ndarray:
     r"""Matrix of the Fréchet derivative :math:`E \mapsto L_\Psi(A, E)` acting on row-major vec(E).
 
     :math:`L_\Psi(A, E)` is the top-left block of :math:`L_{\exp}(TH, T\,\delta H)` with
-    :math:`\delta H = [[0, 0], [E/\varepsilon, 0]]`.
+    :math:`\delta H = [[0, 0], [E/\varepsilon, 0]]`. All NaN where :math:`TH` overflows (there is no
+    derivative to take, and scipy refuses non-finite input).
     """
     n = A.shape[0]
     H = T * _phase_matrix(A, eps)
+    if not np.all(np.isfinite(H)):
+        return np.full((n * n, n * n), np.nan)
     jacobian = np.empty((n * n, n * n))
     for index in range(n * n):
         direction = np.zeros((2 * n, 2 * n))
@@ -877,7 +1063,7 @@ def _gauss_newton_polish(A: np.ndarray, D: np.ndarray, eps: float, T: float, ste
             break
         trial = A + np.linalg.lstsq(jacobian, residual.ravel(), rcond=1e-12)[0].reshape(A.shape)
         trial_residual = D - _flow(trial, eps, T)
-        if not np.linalg.norm(trial_residual) < np.linalg.norm(residual):
+        if not _frobenius(trial_residual) < _frobenius(residual):
             break
         A, residual = trial, trial_residual
     return A
@@ -921,13 +1107,26 @@ def momentum_logarithm(D, eps, T=1.0, *, tol=None, rtol=1e-8) -> np.ndarray:
     Raises
     ------
     ValueError
-        If :math:`D` is not reachable; the message gives :func:`max_reachable_scale`.
+        If :math:`D` is not reachable; the message gives :func:`max_reachable_scale`. Also if it is
+        reachable only beyond float64: a real eigenvalue above the largest value psi takes with room to
+        spare before overflow (:math:`2^{-12}` of the float64 maximum, about :math:`4.4\cdot 10^{304}`, or
+        less where :math:`\lambda` reaches the float64 range first; the message gives it), or
+        :math:`\varepsilon/T^2`, psi's scale in :math:`\lambda`, beyond that same bound.
     RuntimeError
-        If the computed :math:`A` fails the residual check (severely ill-conditioned :math:`D`).
+        If the computed :math:`A` fails the residual check (severely ill-conditioned :math:`D`, or a stiff
+        flow, :math:`T/\varepsilon \gtrsim 10^9`, whose phase-space exponential loses accuracy), or if an
+        eigenvalue below :math:`m_\varepsilon` meets an :math:`m_\varepsilon` that underflows to ``-0.0``
+        (:math:`T/\varepsilon \gtrsim 1400`).
     """
     D = _as_real_square(D, "D")
     eps, T, tol = _positive(eps, "eps"), _positive(T, "T"), _tolerance(tol)
     rtol = _positive(rtol, "rtol")
+    if not (lam_scale := eps / T / T) <= _FLOAT_LIMIT:
+        raise ValueError(
+            f"eps / T**2 = {lam_scale:.6g} (eps = {eps:g}, T = {T:g}) is beyond {_FLOAT_LIMIT:.6g}: "
+            "momentum_logarithm works in lam on psi's scale eps / T**2, which float64 must hold with room to "
+            "spare; use a smaller eps or a larger T"
+        )
     clusters, scale = _spectral_clusters(D, tol, with_bases=True)
     _, value, _ = _critical_point(eps, T)
     # An eigenvalue within delta of m_eps counts as m_eps; capped at |m_eps|/2 so that 0 (where psi is
@@ -953,12 +1152,12 @@ def momentum_logarithm(D, eps, T=1.0, *, tol=None, rtol=1e-8) -> np.ndarray:
         columns.append(cluster.basis)
         blocks.append(F)
     A = _similar(np.hstack(columns), sla.block_diag(*blocks)).real
-    norm_d = max(float(np.linalg.norm(D)), 1.0)
+    norm_d = max(_frobenius(D), 1.0)
     # Huge solutions (psi' ~ e^{-T/(2 eps)} near psi = 0) overflow; non-finite residuals fail the check.
     with np.errstate(over="ignore", invalid="ignore"):
-        if np.all(np.isfinite(A)) and not np.linalg.norm(_flow(A, eps, T) - D) <= _POLISH_TRIGGER * norm_d:
+        if np.all(np.isfinite(A)) and not _frobenius(_flow(A, eps, T) - D) <= _POLISH_TRIGGER * norm_d:
             A = _gauss_newton_polish(A, D, eps, T)
-        residual = float(np.linalg.norm(_flow(A, eps, T) - D)) / norm_d if np.all(np.isfinite(A)) else np.inf
+        residual = _frobenius(_flow(A, eps, T) - D) / norm_d if np.all(np.isfinite(A)) else np.inf
     if not residual <= rtol:
         raise RuntimeError(
             f"momentum_logarithm could not verify its result: relative residual {residual:.3g} "

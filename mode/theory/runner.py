@@ -42,7 +42,7 @@ class Result:
     error: str | None = None
 
 
-def load_claims(modules: Iterable[str] = CHECK_MODULES) -> tuple[list[Result], list[str]]:
+def load_claims(modules: Iterable[str] = CHECK_MODULES) -> list[Result]:
     """Import the check modules, which registers their claims in :data:`~mode.theory.registry.CLAIMS`.
 
     Returns

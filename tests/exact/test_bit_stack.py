@@ -298,3 +298,21 @@ def test_v_is_validated(v, error):
 def test_like_must_be_a_tensor():
     with pytest.raises(TypeError, match="like"):
         BitStack([1, 2, 3])
+
+
+def test_pushes_lists_the_live_pushes_oldest_first_with_their_spills():
+    stack = BitStack(torch.zeros(3, dtype=torch.int64))
+    y = torch.tensor([5, -7, 2**40])
+    assert stack.pushes() == []
+    y = stack.multiply(y, 3, 2)
+    y = stack.push_bits(y, torch.tensor([0, 62, 1]))
+    # 62 plain bits on top of a multiply's 2 bits of bound overflow the 63-bit word: the push spills a
+    # 32-bit chunk, after which the second multiply (bound * 4/3 < 2**63) fits without one
+    y = stack.multiply(y, 3, 2)
+    pushes = stack.pushes()
+    assert [op for op, _, _ in pushes] == [(("multiply", 3, 2),), (("bits", 62),), (("multiply", 3, 2),)]
+    assert [spilled for _, _, spilled in pushes] == [0, 1, 0]
+    assert all(width == 32 for _, width, _ in pushes)
+    assert stack.bits_per_coordinate() == 64 + 32
+    stack.divide(y, 3, 2)
+    assert stack.pushes() == pushes[:2]

@@ -22,17 +22,19 @@ from mode.exact.block_float import (
 from mode.exact.wide import ESTIMATE_MIN_DIVISOR, floor_divmod_estimated
 
 
+@pytest.mark.parametrize("blocks, exponents", [("tensor", (1, 1)), ("sample", (3, 1))])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("scale", [1e-280, 1e-30, 1e-12, 1.0, 1e12, 1e30])
-def test_encode_keeps_relative_precision_at_every_scale(dtype, scale):
+def test_encode_keeps_relative_precision_at_every_scale(dtype, scale, blocks, exponents):
     if scale * 10 > torch.finfo(dtype).max / 4 or scale < torch.finfo(dtype).tiny:
         pytest.skip("scale outside the dtype's normal range")
     torch.manual_seed(0)
-    y = (torch.randn(3, 7, dtype=torch.float64) * scale).to(dtype)
-    mantissa, exponent = encode(y)
-    assert exponent.shape == (3, 1)
-    top = mantissa.abs().amax(dim=1)
-    # every sample's largest mantissa fills the top bits: 2**59 <= max |Y| < 2**60 (exact powers aside)
+    # samples a factor 4 apart: within the spare mantissa bits of both dtypes, so both block kinds hold them
+    y = (torch.randn(3, 7, dtype=torch.float64) * torch.tensor([[1.0], [0.25], [4.0]]) * scale).to(dtype)
+    mantissa, exponent = encode(y, blocks)
+    assert exponent.shape == exponents
+    top = mantissa.abs().amax(dim=1 if blocks == "sample" else (0, 1))
+    # every block's largest mantissa fills the top bits: 2**59 <= max |Y| < 2**60 (exact powers aside)
     assert bool(((top >= 2 ** (MANTISSA_BITS - 1)) & (top <= 2**MANTISSA_BITS)).all())
     # float32 / float64 values near the sample's maximum are on the grid: decode gives them back exactly
     assert torch.equal(decode(mantissa, power_of_two(exponent), dtype), y)
@@ -40,9 +42,25 @@ def test_encode_keeps_relative_precision_at_every_scale(dtype, scale):
 
 def test_encode_of_tensors_without_a_sample_dimension():
     for y in (torch.tensor(3.0), torch.tensor([1e-20, 2e-20])):
-        mantissa, exponent = encode(y)
-        assert exponent.shape == (1,) * y.dim()
-        assert torch.equal(decode(mantissa, power_of_two(exponent), y.dtype), y)
+        for blocks in ("tensor", "sample"):
+            mantissa, exponent = encode(y, blocks)
+            assert exponent.shape == (1,) * y.dim()
+            assert torch.equal(decode(mantissa, power_of_two(exponent), y.dtype), y)
+
+
+def test_a_shared_exponent_keeps_precision_relative_to_the_tensor_and_per_sample_to_each_sample():
+    # float64 samples 2**-40 apart: one exponent leaves the small sample 60 - 40 = 20 bits, its own 60
+    y = torch.tensor([[1.0 + 2.0**-50, 3.0], [2.0**-40 * (1.0 + 2.0**-50), 0.0]], dtype=torch.float64)
+    shared, exponent = encode(y, "tensor")
+    assert not torch.equal(decode(shared, power_of_two(exponent), y.dtype), y)
+    assert torch.equal(decode(shared, power_of_two(exponent), y.dtype)[0], y[0])
+    own, exponent = encode(y, "sample")
+    assert torch.equal(decode(own, power_of_two(exponent), y.dtype), y)
+
+
+def test_encode_names_the_allowed_block_kinds():
+    with pytest.raises(ValueError, match="exponents must be one of .'tensor', 'sample'."):
+        encode(torch.ones(2, 2), "row")
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, 1e38])

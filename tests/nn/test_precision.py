@@ -120,8 +120,8 @@ def inputs(scale, d, dtype, batch=3, seed=1) -> torch.Tensor:
     return (scale * torch.randn(batch, d, generator=gen, dtype=torch.float64)).to(dtype)
 
 
-def run(blocks, x0, gamma, backprop, step=1.0):
-    """One forward and backward pass of :func:`loss` through ``MomentumNet(blocks)``.
+def run(blocks, x0, gamma, backprop, step=1.0, **options):
+    """One forward and backward pass of :func:`loss` through ``MomentumNet(blocks, **options)``.
 
     Returns
     -------
@@ -130,7 +130,7 @@ def run(blocks, x0, gamma, backprop, step=1.0):
     MomentumNet
         The net, for its exact momentum ``n / 2**k``.
     """
-    net = MomentumNet(blocks, gamma=gamma, step=step, backprop=backprop)
+    net = MomentumNet(blocks, gamma=gamma, step=step, backprop=backprop, **options)
     x = x0.detach().clone().requires_grad_(True)
     out, vel = net(x, return_velocity=True)
     # autograd.grad rather than .backward(): nothing accumulates in .grad across the runs of one test.
@@ -333,6 +333,31 @@ def test_spec_reproduction_small_inputs(scale):
         for i, (g, w) in enumerate(zip(rev.grad_params, auto.grad_params, strict=True))
     }
     assert max(errors.values()) <= 1e-6, errors
+
+
+@needs_extended
+def test_exponents_per_sample_keep_each_samples_precision_in_a_mixed_scale_batch():
+    """``exponents="sample"`` keeps every sample's own relative precision in a float64 batch whose samples
+    lie 1e6 and 1e12 apart; one exponent per tensor keeps precision relative to the largest sample only,
+    as documented: a sample ``2**-j`` times smaller loses about ``j - 2`` of float64's bits."""
+    torch.manual_seed(0)
+    blocks = [torch.nn.Linear(8, 8, bias=False).double() for _ in range(10)]  # scale-preserving
+    scales = torch.tensor([[1.0], [1e-6], [1e-12]], dtype=torch.float64)
+    x0 = torch.randn(3, 8, dtype=torch.float64) * scales
+    auto, net = run(blocks, x0, 0.9, "autograd")
+    truth = reference(blocks, x0, net)
+
+    def per_sample(result):
+        return [relative_error(result.output[i], truth.output[i]) for i in range(3)]
+
+    floor = [max(e, 2**-53) for e in per_sample(auto)]
+    own, _ = run(blocks, x0, 0.9, "reversible", exponents="sample")
+    assert all(e <= 2 * f for e, f in zip(per_sample(own), floor, strict=True)), (per_sample(own), floor)
+    shared, _ = run(blocks, x0, 0.9, "reversible", exponents="tensor")
+    errors = per_sample(shared)
+    assert errors[0] <= 2 * floor[0], (errors, floor)
+    # the 1e-12 sample sits on the largest sample's grid: 2**-55 of its scale, ~2**-15 of its own
+    assert 2**-30 < errors[2] < 2**-55 * 1e12 * 8, errors
 
 
 # The references themselves.

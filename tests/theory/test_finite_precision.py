@@ -1,8 +1,10 @@
 """mode.theory.finite_precision: bounds, measurements, and checks that fail when their claim is false."""
 
+import dataclasses
 import math
 import random
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -71,7 +73,7 @@ def test_stack_bounds_hold_after_every_multiply(k, numerator, seed, depth):
 
 
 def test_naive_word_bound_is_exceeded():
-    # The issue's "L log2(d/n) bits plus one word" is not what the stack guarantees (see FP-4).
+    # The tempting "L log2(d/n) bits plus one word" is not what the stack guarantees (see FP-4).
     rule = MomentumCoefficients.from_gamma(math.nextafter(0.2, 1), bits=55)
     stack, v = BitStack(torch.zeros(2, 4, dtype=torch.int64)), torch.arange(8).reshape(2, 4) << 50
     for _ in range(200):
@@ -89,6 +91,57 @@ def test_wrong_rate_fails_fp2(monkeypatch):
     right = fp.growth_rate_band
     monkeypatch.setattr(fp, "growth_rate_band", lambda g, h, lip: tuple(0.8 * b for b in right(g, h, lip)))
     assert refuted("FP-2")
+
+
+@pytest.mark.parametrize("tilt", [0.05, -0.05])
+def test_misstated_growth_fails_fp2(monkeypatch, tilt):
+    # A rate 0.05 off kappa (1.2%): outside the proved band widened for the injected errors, though inside
+    # the 5% that a fit over depths needed.
+    right = fp.reversal_profile
+
+    def tilted(net, x0):
+        profile = right(net, x0)
+        steps = np.arange(profile.error.size)
+        return dataclasses.replace(profile, error=profile.error * np.exp(tilt * steps * net.step))
+
+    monkeypatch.setattr(fp, "reversal_profile", tilted)
+    assert refuted("FP-2")
+
+
+def test_inverse_that_is_not_the_forwards_fails_fp2(monkeypatch):
+    # Dividing by gamma (1 + 1e-6) keeps the rate inside the band, but every step then adds 1e-6 of the
+    # error to it: more than FP-2's premise allows once the error has grown 10^4-fold.
+    def velocity_inverse(self, v, fx):
+        return (v - self.one_minus_gamma * fx) / (self.gamma * (1 + 1e-6))
+
+    monkeypatch.setattr(MomentumCoefficients, "float_velocity_inverse", velocity_inverse)
+    assert refuted("FP-2")
+
+
+def test_window_rate_band():
+    gamma, h, lip = 0.9, 0.025, 0.01
+    low, high = fp.growth_rate_band(gamma, h, lip)
+    assert fp.window_rate_band(gamma, h, lip, 10, 0.0) == pytest.approx((low / h, high / h), rel=1e-15)
+    wide, narrow = fp.window_rate_band(gamma, h, lip, 10, 0.01), fp.window_rate_band(gamma, h, lip, 100, 0.01)
+    assert wide[0] < narrow[0] < low / h < high / h < narrow[1] < wide[1]
+    assert wide[0] == pytest.approx((low + math.log(0.99) / 10) / h, rel=1e-15)
+    for steps, injection in ((0, 0.01), (10, 1.0), (10, -0.1)):
+        with pytest.raises(ValueError, match="injection"):
+            fp.window_rate_band(gamma, h, lip, steps, injection)
+
+
+def test_reversal_profile_doubles_per_step_at_gamma_one_half():
+    field = frozen(TanhField(8, seed=0, lipschitz=0.01))
+    net = MomentumNet([field] * 38, gamma=0.5, backprop="autograd")
+    x0 = torch.randn(16, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    profile = fp.reversal_profile(net, x0)
+    assert profile.error.shape == profile.in_cone.shape == (39,) and profile.injected.shape == (38,)
+    assert profile.error[0] == 0.0 and profile.in_cone[20:].all()
+    # FP-2's premise holds from step 20 (rho_- - 1 = 0.96), so the rate to step 38 lies in its band.
+    assert profile.injected[20:].max() <= 0.01 * 0.96 * profile.error[20]
+    rate = math.log(profile.error[38] / profile.error[20]) / 18
+    low, high = fp.window_rate_band(0.5, 1.0, 0.01, 18, 0.01)
+    assert low <= rate <= high
 
 
 def test_overstated_information_loss_fails_fp3(monkeypatch):
@@ -122,7 +175,9 @@ def test_wrong_stack_bound_fails_fp4(monkeypatch, which):
 
 #: A corner of FP-5's grid that still has exponent moves both ways, a hysteresis gap of 4, relabelled zero
 #: samples and the two stack-loading runs: the sabotage tests below run the check on it (about 2 s).
-SMALL_FP5 = {"dtypes": (torch.float64,), "scales": (1e-4,), "gammas": (0.3,), "depths": (40,)}
+SMALL_FP5 = {
+    "exponents": ("sample",), "dtypes": (torch.float64,), "scales": (1e-4,), "gammas": (0.3,), "depths": (40,)
+}
 
 
 @pytest.fixture

@@ -343,7 +343,7 @@ def test_every_matrix_is_reachable_up_to_scale(D, fraction):
     assert residual(lm.momentum_logarithm(s * D, EPS), s * D) < 1e-8
 
 
-def test_public_names_of_the_issue():
+def test_public_names_of_the_theory_api():
     import mode.theory
 
     assert mode.theory.has_real_logarithm(-np.eye(2)) and not mode.theory.has_real_logarithm(-np.eye(3))

@@ -75,3 +75,29 @@ def test_pool_adjacent_violators_is_the_isotonic_fit(y):
     assert fit.mean() == pytest.approx(y.mean(), abs=1e-9)
     # Sorting is one non-decreasing candidate; the isotonic fit is at least as close.
     assert np.sum((fit - y) ** 2) <= np.sum((np.sort(y) - y) ** 2) + 1e-9
+
+
+def test_wrong_m_eps_fails_1d3(monkeypatch):
+    # The check's expected slope comes from its own minimisation, so a wrong m_eps behind
+    # linear_momentum_fit shows.
+    right = od.m_eps
+    monkeypatch.setattr(od, "m_eps", lambda eps, T=1.0: 0.99 * right(eps, T))
+    assert not CLAIMS["1D-3"].check().passed
+
+
+@pytest.mark.parametrize("threshold", [1.0, 0.9555])
+def test_wrong_threshold_fails_1d3(monkeypatch, threshold):
+    monkeypatch.setattr(od, "THRESHOLD_EPS", threshold)
+    assert not CLAIMS["1D-3"].check().passed
+
+
+@pytest.mark.parametrize("T", [1.0, 3.0])
+@pytest.mark.parametrize("eps", [1e-3, 0.05, 0.5, od.THRESHOLD_EPS, 20.0, 1e3])
+def test_least_flow_slope_is_m_eps(eps, T):
+    assert od._least_flow_slope(eps, T) == pytest.approx(m_eps(eps, T), rel=1e-14, abs=1e-300)
+
+
+def test_threshold():
+    # m_eps depends on T / eps only, and crosses -3/5 at THRESHOLD_EPS (to half a unit of its last digit).
+    for T in (1.0, 2.0):
+        assert m_eps((od.THRESHOLD_EPS - 5e-9) * T, T) > -3 / 5 > m_eps((od.THRESHOLD_EPS + 5e-9) * T, T)
