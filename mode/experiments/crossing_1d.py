@@ -15,21 +15,42 @@ Theory (``theory/one_dimensional_flows.md``, 1D-1): the time-:math:`T` map of a 
 so its error is at least :math:`\operatorname{Var}(-X^3) = 1/7`, approached only as the flow collapses
 :math:`[-1, 1]` to a point (an ever stiffer field). The ResNet is not a flow: a step
 :math:`x \mapsto x + f(x)` with slope :math:`1 + f' < 0` reverses order, so 1/7 does not bind it; whether
-training finds such steps is measured, not assumed. A *linear* momentum field reaches at best
-:math:`\min_c \mathbb E(cX + X^3)^2` with :math:`c \ge m_\varepsilon` (1D-3): 0.027 for
-:math:`\gamma = 0.9`, where :math:`m_\varepsilon \approx -0.48`. Going below it takes a field that is far
-from linear on :math:`[-1, 1]`: with PyTorch's default first layer (weights and biases in
-:math:`U[-1, 1]`) every tanh unit is nearly linear there and Adam settles at that linear value, so the
-first layer is drawn from :math:`U[-a, a]` with a wider :math:`a` (same initial MLP for every model).
+training finds such steps is measured, not assumed.
+
+The bound that a learned *non-linear* field must beat belongs to the trained net, not to the flow. A
+linear momentum *flow* reaches only the slopes :math:`c \ge m_\varepsilon` (1D-3), hence at best 0.0273
+for :math:`\varepsilon = 10`, :math:`T = 15` (:math:`m_\varepsilon \approx -0.484`). The trained net is
+the 15-step, :math:`h = 1` recursion, and with :math:`f(x) = \lambda x` (:math:`v_0 = 0`) its map is
+:math:`x \mapsto p(\lambda) x` with :math:`p` a polynomial of degree 15, unbounded below: at
+:math:`\gamma = 0.9`, :math:`\lambda = -9.031` gives :math:`c = -0.5067` (MSE 0.0258, already below the
+flow's 0.0273) and :math:`\lambda = -23.118` gives :math:`c = -3/5`, the least-squares slope. So the
+linear bound of the trained net is that of every linear map,
+:math:`\min_c \mathbb E(cX + X^3)^2 = 4/175 \approx 0.02286` (an affine field gives an affine map, and the
+best offset for the odd target is 0), and a trained MSE must be below it by a margin (``LINEAR_MARGIN``) to
+show a field that is far from linear on the inputs' path. With PyTorch's default first layer (weights and
+biases in :math:`U[-1, 1]`) every tanh unit is nearly linear on :math:`[-1, 1]` and Adam settles near a
+linear value, so the first layer is drawn from :math:`U[-a, a]` with a wider :math:`a` (same initial MLP
+for every model).
+
+:math:`\gamma = 0.9` at :math:`h = 1` is far from the ODE regime: its linear recursion at
+:math:`\lambda = -23.1` has eigenvalues :math:`-0.2 \pm 0.93i`, a rotation of about 3.5 layers per turn,
+and the trained network's trajectories (figure) zigzag across 0 every ~3 layers rather than following a
+smooth second-order flow. Its result is a statement about the discrete net; :math:`\gamma = 0.99`
+(:math:`\varepsilon = 100`) is the closer one to the continuous model.
 
 Measured (seeds 0-4, quick size, one initialization each): :math:`\gamma = 0.99` ends near
 :math:`10^{-3}` from every initialization; :math:`\gamma = 0.9` reaches :math:`10^{-3}` from some and
-stalls between 0.004 and 0.034 from others (seeds 1-3), sometimes above the linear bound. So each
+stalls between 0.004 and 0.034 from others (seeds 1-3), sometimes above 4/175. So each
 tied-weight network (ResNet and momentum alike) is trained from ``restarts`` initializations and the one
 with the lowest final training loss is kept (the evaluation quadrature plays no part in the choice);
-the NODE trains from the first, since no initialization takes it below its proven floor. The criterion
-for :math:`\gamma = 0.9` stays the linear bound. The ResNet, trained at its own rate, lands anywhere
-from :math:`3 \cdot 10^{-4}` to 1/7: crossing is open to a discrete step.
+the NODE trains from the first, since no initialization takes it below its proven floor. The
+:math:`\gamma = 0.9` network must end below ``LINEAR_MARGIN`` times the best linear map's 4/175, the
+:math:`\gamma = 0.99` one below 0.01 (lower still). The ResNet, trained at its own rate, lands anywhere
+from :math:`3 \cdot 10^{-4}` to 1/7: crossing is open to a discrete step. With the restarts, quick size,
+seeds 0-4: :math:`\gamma = 0.9` ends at 0.00103, 0.00096, 0.00070, 0.00041, 0.00142 (8 to 28 times below
+its bound 0.0114), :math:`\gamma = 0.99` at 0.00068, 0.00039, 0.00062, 0.00045, 0.00065; full size,
+seed 0: 0.00020 and 0.00029. A net with a linear field
+(``tests/experiments/test_crossing_1d_criteria.py``) stops at 0.030.
 
 The MSE is a Gauss-Legendre quadrature of :math:`\mathbb E`: its weights are positive and it integrates
 :math:`X^3, X^6` exactly, so the floor 1/7 holds for it exactly (Chebyshev's covariance inequality).
@@ -56,6 +77,9 @@ GAMMAS = (0.9, 0.99)
 FIRST_LAYER_SCALE = 4.0
 #: Absolute slack on the NODE floor: the evaluation solves to rtol 1e-10, far below it.
 SLACK = 1e-6
+#: A momentum network must end below this fraction of the best linear map's MSE (4/175): a net stalled at
+#: a nearly linear field lands at or just below 4/175, a learned cubic near 1e-3 (measured values above).
+LINEAR_MARGIN = 0.5
 
 
 def target(x: torch.Tensor) -> torch.Tensor:
@@ -77,6 +101,18 @@ def mlp(generator: torch.Generator, hidden: int = HIDDEN, dim: int = 1, first_sc
             torch.nn.init.uniform_(layer.weight, -bound, bound, generator=generator)
             torch.nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
     return net
+
+
+def best_linear_map_mse(x: torch.Tensor, weights: torch.Tensor) -> float:
+    r""":math:`\min_c \mathbb E(cX - \text{target}(X))^2` under the quadrature (``x``, ``weights``).
+
+    The least-squares slope is :math:`c = \mathbb E[X g(X)] / \mathbb E X^2`; for :math:`-x^3` on
+    :math:`U[-1, 1]` it is :math:`-3/5` and the minimum :math:`4/175`, exact for a Gauss-Legendre rule with
+    at least 4 nodes. Every linear field of the tied net gives such a map :math:`x \mapsto cx`.
+    """
+    g = target(x)
+    slope = (weights * x * g).sum() / (weights * x**2).sum()
+    return float((weights * (slope * x - g) ** 2).sum())
 
 
 def quadrature(n: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,15 +206,17 @@ def run(context) -> dict:
     # A ResNet that reorders points has left the class the floor is proved for.
     metrics["ResNet map increasing on the nodes"] = bool((maps["ResNet"].diff(dim=0) > 0).all())
     for gamma in GAMMAS:
-        metrics[f"best linear momentum field MSE, gamma={gamma} (theory)"] = linear_momentum_fit(
+        metrics[f"best linear momentum flow MSE, gamma={gamma} (theory)"] = linear_momentum_fit(
             eps=settings["step"] / (1 - gamma), T=T
         )[0]
-    linear_09 = metrics["best linear momentum field MSE, gamma=0.9 (theory)"]
+    # The flow's value above is for comparison only: the trained discrete net reaches every slope.
+    metrics["best linear map MSE 4/175 (theory)"] = best_linear_map_mse(x_eval, w_eval)
+    nonlinear = LINEAR_MARGIN * metrics["best linear map MSE 4/175 (theory)"]
     criteria = {
+        # 0.01 is below LINEAR_MARGIN x 4/175 = 0.0114 already: gamma = 0.99 learns a non-linear field too.
         "momentum gamma=0.99 MSE < 0.01": criterion(metrics["momentum gamma=0.99 MSE"], "<", 0.01),
-        # gamma = 0.9 reaches 1e-3 from some initialisations and stalls at 0.004-0.034 from others
-        "momentum gamma=0.9 MSE < best linear momentum field (theory)": criterion(
-            metrics["momentum gamma=0.9 MSE"], "<", linear_09
+        f"momentum gamma=0.9 MSE < {LINEAR_MARGIN} x best linear map (4/175)": criterion(
+            metrics["momentum gamma=0.9 MSE"], "<", nonlinear
         ),
     }
     criteria["NODE MSE >= 1/7 (first-order floor)"] = criterion(metrics["NODE MSE"], ">=", floor - SLACK)
