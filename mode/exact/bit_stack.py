@@ -336,20 +336,37 @@ class BitStack:
         self.release(("multiply", n, k))
         return v
 
+    def reserve_bits(self, shift: Tensor) -> None:
+        """:meth:`reserve` one plain push as wide as the widest right shift in ``shift`` (per coordinate;
+        zero and negative entries push nothing), at most ``MAX_PUSH_BITS``."""
+        self.reserve(("bits", int(shift.clamp(0, MAX_PUSH_BITS).max()) if shift.numel() else 0))
+
+    def top_bits(self) -> tuple:
+        """The ops of the most recent push, checked to be one plain push (of :meth:`push_bits` or an
+        exponent move), for its undo to :meth:`release`.
+
+        Raises
+        ------
+        ValueError
+            If the stack is empty or its last push is anything else.
+        """
+        ops = self._history[-1].op if self._history else ()
+        if len(ops) != 1 or ops[0][0] != "bits":
+            raise ValueError(f"the bit stack's last push {ops!r} is not a plain bit push")
+        return ops
+
     def push_bits(self, y: Tensor, shift: Tensor) -> Tensor:
         """``y // 2**shift`` per coordinate (``shift >= 0`` broadcast to ``y``), keeping the dropped bits;
         :meth:`pop_bits` undoes it. ``|y| < 2**61``."""
         self._check_v(y)
-        widest = int(shift.clamp(max=MAX_PUSH_BITS).max()) if shift.numel() else 0
-        self.reserve(("bits", widest))
+        self.reserve_bits(shift)
         self.word, y = push_bits_word(self.word, y, shift)
         return y
 
     def pop_bits(self, y: Tensor, shift: Tensor) -> Tensor:
         """Undo the most recent :meth:`push_bits`, given its result ``y`` and the same ``shift``."""
         self._check_v(y)
-        if not self._history or len(self._history[-1].op) != 1 or self._history[-1].op[0][0] != "bits":
-            raise ValueError("pop_bits does not match the last push")
+        ops = self.top_bits()
         self.word, y = pop_bits_word(self.word, y, shift)
-        self.release(*self._history[-1].op)
+        self.release(*ops)
         return y

@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mode.exact.bit_stack import MAX_PUSH_BITS, BitStack, pop_bits_word, push_bits_word
+from mode.exact.bit_stack import BitStack, pop_bits_word, push_bits_word
 
 MANTISSA_BITS = 60
 """Exponents are chosen so that a sample's bound is below ``2**(e + MANTISSA_BITS)``."""
@@ -167,16 +167,14 @@ def rescale(stack: BitStack, y: Tensor, old: Tensor, new: Tensor) -> Tensor:
     word, as one push of the widest right shift (even where it is zero); the caller ensures that a left
     shift fits. :func:`unscale` undoes it."""
     shift = new - old
-    stack.reserve(("bits", int(shift.clamp(0, MAX_PUSH_BITS).max())))
+    stack.reserve_bits(shift)
     stack.word, y = shift_word(stack.word, y, shift)
     return y
 
 
 def unscale(stack: BitStack, y: Tensor, old: Tensor, new: Tensor) -> Tensor:
     """Undo :func:`rescale`: mantissas at ``new`` back to ``old``, popping the bits it pushed."""
-    ops = stack.top()
-    if len(ops) != 1 or ops[0][0] != "bits":
-        raise RuntimeError(f"the bit stack's last push {ops!r} is not an exponent move")
+    ops = stack.top_bits()
     stack.word, y = unshift_word(stack.word, y, new - old)
     stack.release(*ops)
     return y

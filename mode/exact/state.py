@@ -15,7 +15,6 @@ from torch import Tensor
 from mode.exact.bit_stack import BitStack
 from mode.exact.block_float import (
     block_amax,
-    check_blocks,
     decode,
     encode,
     exponent_shape,
@@ -65,7 +64,7 @@ class ExactState:
         FixedPointRangeError
             If an input is not finite or beyond the range of the exact arithmetic.
         """
-        x, x_exp = encode(x0, check_blocks(blocks))
+        x, x_exp = encode(x0, blocks)  # encode checks blocks
         if v0 is None:
             v, v_exp = torch.zeros_like(x), torch.zeros(exponent_shape(x.shape, blocks), dtype=torch.int64,
                                                          device=x.device)

@@ -316,3 +316,14 @@ def test_pushes_lists_the_live_pushes_oldest_first_with_their_spills():
     assert stack.bits_per_coordinate() == 64 + 32
     stack.divide(y, 3, 2)
     assert stack.pushes() == pushes[:2]
+
+
+def test_a_plain_pop_refuses_a_stack_whose_last_push_is_not_plain():
+    stack = BitStack(torch.zeros(2, dtype=torch.int64))
+    shift = torch.tensor([1, 3])
+    with pytest.raises(ValueError, match="not a plain bit push"):
+        stack.pop_bits(torch.tensor([1, 2]), shift)
+    y = stack.multiply(torch.tensor([5, 7]), 3, 2)
+    with pytest.raises(ValueError, match="not a plain bit push"):
+        stack.pop_bits(y, shift)
+    assert torch.equal(stack.divide(y, 3, 2), torch.tensor([5, 7]))
