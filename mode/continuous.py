@@ -8,12 +8,14 @@ solver (``adjoint=False``) or by the adjoint method (``adjoint=True``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torchdiffeq
 
-from mode.ode import check_eps, check_positive, check_state, checked_vector_field, phase_space
+from mode.ode import VectorField, check_eps, check_positive, check_state, checked_vector_field, phase_space
 
 #: Dtypes torchdiffeq's step-size control works in: in half precision it fails ("underflow in dt"), hangs or
 #: stops early with a wrong answer.
@@ -27,7 +29,7 @@ class CountingField(torch.nn.Module):
     ``vector_field`` is ``f(x, t)``, its first value checked by :func:`mode.ode.check_force`.
     """
 
-    def __init__(self, f, eps: float):
+    def __init__(self, f: Callable[..., Any], eps: float) -> None:
         super().__init__()
         if isinstance(f, torch.nn.Module):
             self.f = f
@@ -35,7 +37,7 @@ class CountingField(torch.nn.Module):
         self.rhs = phase_space(self.vector_field, eps)
         self.nfe = 0
 
-    def forward(self, t, state):
+    def forward(self, t: torch.Tensor, state: Any) -> Any:
         self.nfe += 1
         return self.rhs(t, state)
 
@@ -69,19 +71,19 @@ class ODESolution:
 
 
 def odeint(
-    f,
-    x0,
-    v0=None,
+    f: Callable[..., Any],
+    x0: torch.Tensor,
+    v0: torch.Tensor | None = None,
     *,
-    eps,
-    T=None,
-    t=None,
-    method="dopri5",
-    rtol=1e-7,
-    atol=1e-9,
-    adjoint=False,
-    options=None,
-    adjoint_params=None,
+    eps: float,
+    T: float | None = None,
+    t: torch.Tensor | None = None,
+    method: str = "dopri5",
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+    adjoint: bool = False,
+    options: Mapping[str, Any] | None = None,
+    adjoint_params: Iterable[torch.Tensor] | None = None,
 ) -> ODESolution:
     r"""Solve :math:`\varepsilon \ddot x + \dot x = f(x, t)` (or :math:`\dot x = f` for ``eps = 0``).
 
@@ -138,6 +140,7 @@ def odeint(
     state = x0 if eps == 0 else (x0, v0)
     kwargs = dict(rtol=rtol, atol=atol, method=method, options=options)
     if adjoint:
+        params: tuple[torch.Tensor, ...]
         if adjoint_params is None:
             params = tuple(field.parameters())
             if not params:
@@ -163,7 +166,7 @@ def _check_horizon(T: float, times: torch.Tensor) -> None:
         )
 
 
-def _check_no_hidden_parameters(vector_field, x0: torch.Tensor, t0: torch.Tensor) -> None:
+def _check_no_hidden_parameters(vector_field: VectorField, x0: torch.Tensor, t0: torch.Tensor) -> None:
     """Refuse an adjoint solve that would silently leave tensors ``f`` reads without a gradient.
 
     ``odeint_adjoint`` differentiates only ``adjoint_params``, and builds its output from ``x0`` and them

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 from mode.ode import check_eps, check_positive, check_state, check_steps, checked_vector_field
-from mode.schemes import get_scheme
+from mode.schemes import Scheme, get_scheme
 
 
-def integrate(f, x0, v0=None, *, eps, T=1.0, steps, scheme="momentum", return_trajectory=False):
+def integrate(
+    f: Callable[..., Any],
+    x0: torch.Tensor,
+    v0: torch.Tensor | None = None,
+    *,
+    eps: float,
+    T: float = 1.0,
+    steps: int,
+    scheme: str | Scheme = "momentum",
+    return_trajectory: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Integrate :math:`\varepsilon \ddot x + \dot x = f(x, t)` on :math:`[0, T]` with ``steps`` equal steps.
 
     Parameters
@@ -28,7 +41,7 @@ def integrate(f, x0, v0=None, *, eps, T=1.0, steps, scheme="momentum", return_tr
     steps : int
         Number of steps :math:`L \ge 1` (the depth).
     scheme : str or Scheme
-        A key of :data:`mode.schemes.SCHEMES`.
+        A key of :data:`mode.SCHEMES`.
     return_trajectory : bool
         Return the states at every step, stacked along a new leading dimension of size ``steps + 1``.
 
@@ -44,11 +57,11 @@ def integrate(f, x0, v0=None, *, eps, T=1.0, steps, scheme="momentum", return_tr
         On invalid arguments, or when the first value of ``f`` is not a tensor of the shape, dtype and
         device of ``x`` (see :func:`mode.ode.check_force`).
     """
-    f = checked_vector_field(f)
+    field = checked_vector_field(f)
     eps = check_eps(eps)
     T = check_positive("T", T)
     steps = check_steps(steps)
-    scheme = get_scheme(scheme)
+    rule = get_scheme(scheme)
     v = check_state(x0, v0, eps)
     h = T / steps
     x = x0
@@ -57,7 +70,7 @@ def integrate(f, x0, v0=None, *, eps, T=1.0, steps, scheme="momentum", return_tr
     xs, vs = [x], [v]
     for n in range(steps):
         t = torch.as_tensor(n * h, dtype=x0.dtype, device=x0.device)
-        x, v = scheme.step(f, x, v, t, h, eps)
+        x, v = rule.step(field, x, v, t, h, eps)
         if return_trajectory:
             xs.append(x)
             vs.append(v)

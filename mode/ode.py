@@ -23,13 +23,26 @@ import inspect
 import math
 import numbers
 from collections.abc import Callable
+from typing import Any, Protocol, cast
 
 import torch
 
-VectorField = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: A time ``t``: a scalar tensor, or a float where a caller steps a scheme by hand.
+Time = torch.Tensor | float
+VectorField = Callable[[torch.Tensor, Time], torch.Tensor]
 
 
-def _real(name: str, value) -> float:
+class _MarkedField(Protocol):
+    """A vector field ``F(x, t)`` made by :func:`as_vector_field`, with the marks that make it idempotent."""
+
+    _mode_vector_field: bool
+    _mode_checked: bool
+    wrapped: Any
+
+    def __call__(self, x: torch.Tensor, t: Time, /) -> torch.Tensor: ...
+
+
+def _real(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)
@@ -38,7 +51,7 @@ def _real(name: str, value) -> float:
     return value
 
 
-def check_gamma(gamma) -> float:
+def check_gamma(gamma: float) -> float:
     """Validate the momentum :math:`\\gamma \\in [0, 1)` and return it as a float."""
     gamma = _real("gamma", gamma)
     if not 0.0 <= gamma < 1.0:
@@ -46,7 +59,7 @@ def check_gamma(gamma) -> float:
     return gamma
 
 
-def check_eps(eps, *, allow_zero: bool = True) -> float:
+def check_eps(eps: float, *, allow_zero: bool = True) -> float:
     """Validate :math:`\\varepsilon \\ge 0` (``> 0`` when ``allow_zero`` is false)."""
     eps = _real("eps", eps)
     if eps < 0 or (eps == 0 and not allow_zero):
@@ -55,7 +68,7 @@ def check_eps(eps, *, allow_zero: bool = True) -> float:
     return eps
 
 
-def check_positive(name: str, value) -> float:
+def check_positive(name: str, value: float) -> float:
     """Validate a strictly positive finite real (a step ``h`` or a horizon ``T``)."""
     value = _real(name, value)
     if value <= 0:
@@ -63,7 +76,7 @@ def check_positive(name: str, value) -> float:
     return value
 
 
-def check_steps(steps, name: str = "steps") -> int:
+def check_steps(steps: int, name: str = "steps") -> int:
     """Validate a number of steps (a depth) :math:`L \\ge 1`."""
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
         raise TypeError(f"{name} must be an integer >= 1, got {type(steps).__name__}")
@@ -72,7 +85,7 @@ def check_steps(steps, name: str = "steps") -> int:
     return int(steps)
 
 
-def gamma_from_eps(eps, step) -> float:
+def gamma_from_eps(eps: float, step: float) -> float:
     r"""Momentum of the semi-implicit Euler step: :math:`\gamma = 1 - h / \varepsilon`.
 
     ``eps = 0`` gives :math:`\gamma = 0` (the ResNet limit). Raises ``ValueError`` when
@@ -90,17 +103,17 @@ def gamma_from_eps(eps, step) -> float:
     return 1.0 - step / eps
 
 
-def eps_from_gamma(gamma, step=1.0) -> float:
+def eps_from_gamma(gamma: float, step: float = 1.0) -> float:
     r""":math:`\varepsilon = h / (1 - \gamma)`; the paper's :math:`h = 1` gives :math:`1 / (1 - \gamma)`."""
     return check_positive("step", step) / (1.0 - check_gamma(gamma))
 
 
-def step_from_depth(T, depth) -> float:
+def step_from_depth(T: float, depth: int) -> float:
     """Step size :math:`h = T / L` of a depth-:math:`L` discretization of the horizon :math:`T`."""
     return check_positive("T", T) / check_steps(depth, "depth")
 
 
-def depth_from_step(T, step) -> int:
+def depth_from_step(T: float, step: float) -> int:
     """Depth :math:`L = T / h`; raises ``ValueError`` unless :math:`T / h` is an integer."""
     T, step = check_positive("T", T), check_positive("step", step)
     depth = round(T / step)
@@ -109,7 +122,7 @@ def depth_from_step(T, step) -> int:
     return depth
 
 
-def _takes_time(f) -> bool:
+def _takes_time(f: Callable[..., Any]) -> bool:
     target = f.forward if isinstance(f, torch.nn.Module) else f
     try:
         params = inspect.signature(target).parameters.values()
@@ -123,38 +136,39 @@ def _takes_time(f) -> bool:
     return len(required) >= 2
 
 
-def as_vector_field(f) -> VectorField:
+def as_vector_field(f: Callable[..., Any]) -> VectorField:
     """Return ``F(x, t)``: ``f(x, t)`` if ``f`` has two required positional parameters, else ``f(x)``.
 
     Idempotent. Raises ``TypeError`` when ``f`` is not callable.
     """
     if getattr(f, "_mode_vector_field", False):
-        return f
+        return cast(VectorField, f)
     if not callable(f):
         raise TypeError(f"f must be a callable vector field f(x) or f(x, t), got {type(f).__name__}")
     if _takes_time(f):
 
-        def field(x, t):
+        def field(x: torch.Tensor, t: Time) -> torch.Tensor:
             return f(x, t)
 
     else:
 
-        def field(x, t):
+        def field(x: torch.Tensor, t: Time) -> torch.Tensor:
             return f(x)
 
-    field._mode_vector_field = True
-    field.wrapped = f
+    marked = cast(_MarkedField, field)
+    marked._mode_vector_field = True
+    marked.wrapped = f
     return field
 
 
-def from_acceleration(g, eps) -> VectorField:
+def from_acceleration(g: Callable[..., Any], eps: float) -> VectorField:
     r"""The force :math:`f = \varepsilon g` of the form :math:`\ddot x = g(x, t) - \dot x / \varepsilon`."""
     eps = check_eps(eps, allow_zero=False)
-    g = as_vector_field(g)
-    return as_vector_field(lambda x, t: eps * g(x, t))
+    field = as_vector_field(g)
+    return as_vector_field(lambda x, t: eps * field(x, t))
 
 
-def phase_space(f: VectorField, eps: float) -> Callable:
+def phase_space(f: VectorField, eps: float) -> Callable[[Time, Any], Any]:
     r"""Right-hand side of the phase-space system :math:`(\dot x, \dot v) = (v, (f(x, t) - v)/\varepsilon)`.
 
     For ``eps = 0`` the first-order system :math:`\dot x = f(x, t)` on ``x`` alone.
@@ -164,7 +178,7 @@ def phase_space(f: VectorField, eps: float) -> Callable:
     return lambda t, state: (state[1], (f(state[0], t) - state[1]) / eps)
 
 
-def check_position(x, name: str = "x0") -> torch.Tensor:
+def check_position(x: object, name: str = "x0") -> torch.Tensor:
     """Validate a position: a floating-point ``torch.Tensor``; returns it."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -173,7 +187,7 @@ def check_position(x, name: str = "x0") -> torch.Tensor:
     return x
 
 
-def check_velocity(x: torch.Tensor, v, *, names: tuple[str, str] = ("x0", "v0")) -> torch.Tensor:
+def check_velocity(x: torch.Tensor, v: object, *, names: tuple[str, str] = ("x0", "v0")) -> torch.Tensor:
     """Validate a velocity against its position ``x`` and return it (zeros, i.e. at rest, when ``None``).
 
     ``names`` are the names of ``x`` and ``v`` in the caller's signature, used in the messages.
@@ -196,14 +210,14 @@ def check_velocity(x: torch.Tensor, v, *, names: tuple[str, str] = ("x0", "v0"))
     return v
 
 
-def check_state(x0, v0, eps: float) -> torch.Tensor:
+def check_state(x0: object, v0: object, eps: float) -> torch.Tensor | None:
     """Validate the initial state and return ``v0`` (zeros when ``None``; ``None`` for ``eps = 0``)."""
-    check_position(x0)
+    x = check_position(x0)
     if eps == 0:
         if v0 is not None:
             raise ValueError("v0 has no meaning for the first-order ODE (eps = 0): leave it None")
         return None
-    return check_velocity(x0, v0)
+    return check_velocity(x, v0)
 
 
 _CALL_ORDER = (
@@ -212,7 +226,7 @@ _CALL_ORDER = (
 )
 
 
-def check_force(fx, x: torch.Tensor) -> torch.Tensor:
+def check_force(fx: object, x: torch.Tensor) -> torch.Tensor:
     """Validate a value ``fx = f(x, t)`` of a vector field: a tensor of ``x``'s shape, dtype and device.
 
     Broadcasting would otherwise turn a wrong shape (a scalar, an extra batch dimension, the time of a
@@ -233,7 +247,7 @@ def check_force(fx, x: torch.Tensor) -> torch.Tensor:
     return fx
 
 
-def checked_vector_field(f) -> VectorField:
+def checked_vector_field(f: Callable[..., Any]) -> VectorField:
     """:func:`as_vector_field` of ``f`` whose first evaluation is validated by :func:`check_force`.
 
     Only the first evaluation is checked: one check per solve catches a wrongly shaped ``f`` at no cost
@@ -245,7 +259,7 @@ def checked_vector_field(f) -> VectorField:
         return field
     checked = False
 
-    def first_checked(x, t):
+    def first_checked(x: torch.Tensor, t: Time) -> torch.Tensor:
         nonlocal checked
         fx = field(x, t)
         if not checked:
@@ -253,7 +267,8 @@ def checked_vector_field(f) -> VectorField:
             checked = True
         return fx
 
-    first_checked._mode_vector_field = True
-    first_checked._mode_checked = True
-    first_checked.wrapped = getattr(field, "wrapped", field)
+    marked = cast(_MarkedField, first_checked)
+    marked._mode_vector_field = True
+    marked._mode_checked = True
+    marked.wrapped = getattr(field, "wrapped", field)
     return first_checked

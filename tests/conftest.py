@@ -5,7 +5,16 @@ runs everything compiled."""
 
 import os
 
+import pytest
+
 import mode.exact
 
 os.environ.setdefault("MODE_COMPILE", "0")
 mode.exact.set_compile(os.environ["MODE_COMPILE"] not in ("0", "false", "False", "no"))
+
+
+@pytest.fixture(scope="session")
+def executed_notebooks() -> dict:
+    """The notebooks executed so far in this session, by stem: ``tests/test_notebooks.py`` runs each one
+    and the documentation build (``tests/test_docs.py``) shows their outputs without running them again."""
+    return {}

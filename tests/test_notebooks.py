@@ -50,7 +50,7 @@ def test_notebook_is_stored_stripped_and_mixes_prose_equations_and_asserts(path)
 
 
 @pytest.mark.parametrize("path", PATHS, ids=[path.stem for path in PATHS])
-def test_notebook_runs_top_to_bottom(path, record_property):
+def test_notebook_runs_top_to_bottom(path, record_property, executed_notebooks):
     notebook = _read(path)
     resources = {"metadata": {"path": str(NOTEBOOKS)}}  # run in notebooks/, as Jupyter would
     client = NotebookClient(notebook, timeout=CELL_TIMEOUT, kernel_name="python3", resources=resources)
@@ -61,3 +61,4 @@ def test_notebook_runs_top_to_bottom(path, record_property):
     print(f"{path.name}: {seconds:.1f} s")
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert any("image/png" in output.get("data", {}) for output in outputs), "at least one inline plot"
+    executed_notebooks[path.stem] = notebook

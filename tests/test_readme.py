@@ -16,4 +16,4 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "<!-- test-command -->" in ci and "<!-- test-command -->" in README
     command = README.split("<!-- test-command -->")[1].split("```bash\n")[1].split("\n")[0]
-    assert "pytest" in command and '-e ".[test,vision,examples,bench]"' in command
+    assert "pytest" in command and '-e ".[test,vision,examples,bench,docs]"' in command

@@ -167,7 +167,7 @@ class PointServer:
     """A ``python -m mode.bench.peak`` process that answers requests in fresh children; a context manager.
 
     It imports this source tree, whether or not it is the installed one, and runs with ``env`` added to
-    the environment: :data:`MALLOC_ENV` for memory points (the default); none for timings, which should
+    the environment: :data:`.MALLOC_ENV` for memory points (the default); none for timings, which should
     see the allocator that users run.
     """
 

@@ -147,7 +147,7 @@ def measure_depth(
     methods: list[str],
     float64: bool,
 ) -> dict:
-    """Time training steps of ``methods`` (interleaved rounds, see :class:`Settings` for how many) and
+    """Time training steps of ``methods`` (interleaved rounds, see :class:`.Settings` for how many) and
     compare their gradients, on ``settings.threads`` torch threads.
 
     Parameters

@@ -1,4 +1,5 @@
-"""What ``mode bench memory`` runs (:class:`Workload`) and how it measures it (:class:`Settings`).
+"""What ``mode bench memory`` runs (:class:`~mode.bench.workloads.Workload`) and how it measures it
+(:class:`~mode.bench.workloads.Settings`).
 
 A workload is a kind of residual block, its sizes and an input. Every layer of a network has its own
 block; the MomentumNet methods and the ResNet share one set of blocks, while memcnn's couplings get
@@ -189,6 +190,7 @@ class Settings:
 
 FULL_DEPTHS = (10, 100, 1000)
 QUICK_DEPTHS = (10, 100)
+#: The budgets of a full run.
 FULL_SETTINGS = Settings()
 #: Budgets that skip only what a quick run has no time for.
 QUICK_SETTINGS = Settings(min_seconds=0.2, step_budget_s=10.0, timing_budget_s=30.0, reference_budget_s=5.0)

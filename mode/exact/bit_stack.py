@@ -233,7 +233,8 @@ class BitStack:
 
         Spills chunks while the data-independent bound says the push could overflow the word, so the
         undo can replay the schedule without reading the data. The caller then applies the matching
-        word functions (:func:`multiply_word`, :func:`push_bits_word`) and assigns :attr:`word`.
+        word functions (:func:`.multiply_word`, :func:`.push_bits_word`) and assigns
+        ``word``.
 
         Raises
         ------
@@ -269,7 +270,7 @@ class BitStack:
 
     def release(self, *ops: tuple) -> None:
         """Close the undo of the most recent push, which must be ``ops``: restore the chunks it spilled.
-        The caller applied the matching undo (:func:`divide_word`, :func:`pop_bits_word`) first.
+        The caller applied the matching undo (:func:`.divide_word`, :func:`.pop_bits_word`) first.
 
         Raises
         ------
@@ -327,9 +328,7 @@ class BitStack:
         self._check_v(v)
         _check_factor(n, k)
         if self._history and self._history[-1].op != (("multiply", n, k),):
-            raise ValueError(
-                f"divide(n={n}, k={k}) does not match the last push {self._history[-1].op!r}"
-            )
+            raise ValueError(f"divide(n={n}, k={k}) does not match the last push {self._history[-1].op!r}")
         if not self._history:
             raise IndexError("divide on an empty BitStack: there is no multiply left to undo")
         self.word, v = divide_word(self.word, v, n, k)

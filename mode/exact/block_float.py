@@ -1,7 +1,7 @@
 r"""Block floating point: int64 mantissas with shared binary exponents, changed exactly.
 
 A real tensor :math:`y` of shape ``(N, ...)`` is held as int64 mantissas :math:`Y` and exponents
-:math:`e` with :math:`y = Y\, 2^{e}`, one exponent per *block* of coordinates (:data:`BLOCKS`): the whole
+:math:`e` with :math:`y = Y\, 2^{e}`, one exponent per *block* of coordinates (:data:`.BLOCKS`): the whole
 tensor (``"tensor"``, shape ``(1, ..., 1)``, the default) or each sample along the first dimension
 (``"sample"``, shape ``(N, 1, ..., 1)``; one exponent for a tensor of fewer than two dimensions).
 Exponents are chosen from the data so that every block's largest magnitude sits in the top bits of a
@@ -59,7 +59,7 @@ def value_limit(dtype: torch.dtype) -> float:
 
 
 def check_blocks(blocks: str) -> str:
-    """``blocks`` if it is one of :data:`BLOCKS`, else a ``ValueError`` naming them."""
+    """``blocks`` if it is one of :data:`.BLOCKS`, else a ``ValueError`` naming them."""
     if blocks not in BLOCKS:
         raise ValueError(f"exponents must be one of {BLOCKS} (what shares a binary exponent), got {blocks!r}")
     return blocks
@@ -106,7 +106,7 @@ def next_exponent(bound: Tensor, exponent: Tensor, empty: Tensor) -> tuple[Tenso
 
 
 def within_limit(limit: float, *bounds: Tensor) -> Tensor:
-    """Whether every bound is at most ``limit`` (:func:`value_limit`), NaN failing (a bool tensor; no
+    """Whether every bound is at most ``limit`` (:func:`.value_limit`), NaN failing (a bool tensor; no
     host sync, and pure, so that fused kernels use it too)."""
     return torch.stack([(b <= limit).all() for b in bounds]).all()
 
@@ -124,12 +124,12 @@ def encode(y: Tensor, blocks: str = "tensor") -> tuple[Tensor, Tensor]:
     """Block-floating-point mantissas and exponents of a float32/float64 tensor.
 
     Returns ``(Y, e)`` with ``Y = round(y 2**-e)`` (half to even; exact wherever the grid ``2**e`` is
-    finer than ``y``'s own spacing) and ``e = needed_exponent(max |y|)`` per block (:data:`BLOCKS`).
+    finer than ``y``'s own spacing) and ``e = needed_exponent(max |y|)`` per block (:data:`.BLOCKS`).
 
     Raises
     ------
     FixedPointRangeError
-        If ``y`` is not finite or beyond :func:`value_limit`.
+        If ``y`` is not finite or beyond :func:`.value_limit`.
     """
     size = block_amax(y.detach(), check_blocks(blocks)).to(torch.float64)
     if not bool(within_limit(value_limit(y.dtype), size)):

@@ -23,6 +23,7 @@ import os
 import time
 import warnings
 from collections import OrderedDict
+from typing import Any, cast
 
 import torch
 
@@ -116,5 +117,6 @@ def fused(fn):
         out = kernel(*(a for a in args if isinstance(a, torch.Tensor)))
         return tuple(out) if isinstance(out, list) else out
 
-    call.eager = fn
+    # Functions take attributes; functools.wraps' stub declares none.
+    cast(Any, call).eager = fn
     return call

@@ -66,8 +66,10 @@ class ExactState:
         """
         x, x_exp = encode(x0, blocks)  # encode checks blocks
         if v0 is None:
-            v, v_exp = torch.zeros_like(x), torch.zeros(exponent_shape(x.shape, blocks), dtype=torch.int64,
-                                                         device=x.device)
+            v, v_exp = (
+                torch.zeros_like(x),
+                torch.zeros(exponent_shape(x.shape, blocks), dtype=torch.int64, device=x.device),
+            )
         else:
             v, v_exp = encode(v0, blocks)
         return cls(x, x_exp, v, v_exp, BitStack(x), x0.dtype, blocks)
@@ -104,12 +106,20 @@ class ExactState:
         x_live = (block_amax(self.x, self.blocks) != 0).to(torch.int64)
         v_live = (block_amax(self.v, self.blocks) != 0).to(torch.int64)
         return torch.stack(
-            [self.x.sum(), (self.v * 3 + self.x).sum(), (self.x_exp * x_live).sum(),
-             (self.v_exp * v_live).sum()]
+            [
+                self.x.sum(),
+                (self.v * 3 + self.x).sum(),
+                (self.x_exp * x_live).sum(),
+                (self.v_exp * v_live).sum(),
+            ]
         )
 
     def clone(self) -> ExactState:
         """An independent state to walk back (the steps update the mantissas in place)."""
-        return replace(self, x=self.x.clone(), v=self.v.clone(), stack=self.stack.copy(),
-                       rescalings=list(self.rescalings))
-
+        return replace(
+            self,
+            x=self.x.clone(),
+            v=self.v.clone(),
+            stack=self.stack.copy(),
+            rescalings=list(self.rescalings),
+        )

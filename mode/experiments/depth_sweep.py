@@ -41,7 +41,9 @@ from mode.nn import to_momentum
 from mode.nn.resnet import CifarResNet
 
 GAMMA = 0.9
-KINDS = {"resnet": "ResNet", "momentum": f"Momentum ResNet (reversible, gamma = {GAMMA})"}
+#: The momentum model's backward pass: reversible, storing no block's activations.
+BACKPROP = "reversible"
+KINDS = {"resnet": "ResNet", "momentum": f"Momentum ResNet ({BACKPROP}, gamma = {GAMMA})"}
 BATCH = 64
 #: The smallest depth at which every stage has a block after its shape-changing one (n = 2).
 ALL_STAGES_CONVERTED = 14
@@ -64,15 +66,17 @@ FULL = dict(
 )
 
 
-def build(kind: str, depth: int, in_channels: int, seed: int) -> torch.nn.Module:
-    """ResNet-``depth`` (``kind="resnet"``) or its reversible momentum conversion, from seed ``seed``."""
+def build(kind: str, depth: int, in_channels: int, seed: int, backprop: str = BACKPROP) -> torch.nn.Module:
+    """ResNet-``depth`` (``kind="resnet"``) or its momentum conversion (``backprop``), from ``seed``."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = CifarResNet(depth, in_channels=in_channels)
-    return model if kind == "resnet" else to_momentum(model, gamma=GAMMA, backprop="reversible")
+    return model if kind == "resnet" else to_momentum(model, gamma=GAMMA, backprop=backprop)
 
 
-def step_memory(kind: str, depth: int, in_channels: int, size: int, seed: int, device: str) -> dict:
+def step_memory(
+    kind: str, depth: int, in_channels: int, size: int, seed: int, device: str, backprop: str
+) -> dict:
     """Activation memory of one training step of :func:`build`'s model on ``BATCH`` random images.
 
     Run it in a process of its own (:func:`measure_memory`). As in :mod:`mode.bench.peak`: on the CPU the
@@ -82,7 +86,7 @@ def step_memory(kind: str, depth: int, in_channels: int, size: int, seed: int, d
     """
     torch.set_num_threads(1)
     device = torch.device(device)
-    model = build(kind, depth, in_channels, seed).to(device).train()
+    model = build(kind, depth, in_channels, seed, backprop).to(device).train()
     x = torch.randn(BATCH, in_channels, size, size, generator=torch.Generator().manual_seed(seed))
     x, y = x.to(device), (torch.arange(BATCH) % 10).to(device)
 
@@ -205,6 +209,7 @@ def run(context) -> dict:
         "image_size": size,
         "batch": BATCH,
         "gamma": GAMMA,
+        "momentum_backprop": BACKPROP,
         "train_size": len(y_train),
         "test_size": len(y_test),
         "device": device,
@@ -214,7 +219,7 @@ def run(context) -> dict:
     rows = {depth: {"depth": depth, **{kind: {} for kind in KINDS}} for depth in depths}
     for depth in settings["train_depths"]:
         for kind in KINDS:
-            model = build(kind, depth, in_channels, context.seed).to(device)
+            model = build(kind, depth, in_channels, context.seed, BACKPROP).to(device)
             times = train(
                 model,
                 x_train,
@@ -228,7 +233,16 @@ def run(context) -> dict:
             rows[depth][kind]["test_accuracy"] = accuracy(model, x_test, y_test)
             rows[depth][kind]["epoch_time_s"] = float(np.median(times))
     points = [
-        dict(kind=kind, depth=depth, in_channels=in_channels, size=size, seed=context.seed, device=device)
+        # the processes that measure import this module afresh: the backward pass travels with the point
+        dict(
+            kind=kind,
+            depth=depth,
+            in_channels=in_channels,
+            size=size,
+            seed=context.seed,
+            device=device,
+            backprop=BACKPROP,
+        )
         for depth in settings["memory_depths"]
         for kind in KINDS
     ]

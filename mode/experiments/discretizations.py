@@ -94,7 +94,7 @@ def exact_reversal(field, x0: torch.Tensor, depth: int, h: float, eps: float) ->
     Returns
     -------
     (error, bits, minimum)
-        The largest absolute difference between :meth:`MomentumNet.inverse` and the input (0 when bit
+        The largest absolute difference between :meth:`~mode.MomentumNet.inverse` and the input (0 when bit
         exact), the bit stack's size per coordinate, and the information destroyed by the :math:`L`
         multiplies by :math:`\gamma = n / 2^k`, :math:`L \log_2(2^k / n)` bits.
     """

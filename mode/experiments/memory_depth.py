@@ -41,11 +41,13 @@ from mode.experiments.registry import criterion, experiment
 GRADIENT_RATIO = 2.0
 #: Reversible growth in activation memory (less the bit stack) over autograd's, at most.
 FULL_GROWTH_FRACTION = 0.02
+#: The same for a quick run, whose shallow depths leave the fixed allocations a larger share.
 QUICK_GROWTH_FRACTION = 0.1
 #: Bits pushed by exponent moves, at most this fraction of the bits the multiplies by gamma destroy plus
 #: :data:`EXPONENT_BITS_ALLOWANCE`: the moves of the first layers, while the state leaves the input's
 #: scale, are a constant, not a rate.
 EXPONENT_BITS_FRACTION = 1.0
+#: Bits per coordinate granted to the exponent moves of the first layers (see above).
 EXPONENT_BITS_ALLOWANCE = 16
 #: The workload (a name, or a :class:`~mode.bench.workloads.Workload`) and, ``None`` for the benchmark's
 #: own, the depths and :class:`~mode.bench.workloads.Settings` at the quick and the full size.

@@ -2,31 +2,40 @@ r"""``parity``: :math:`x \mapsto -x`, out of reach of first-order flows, on :mat
 
 **1-D task.** Data :math:`x \in \{-1, +1\}`, :math:`g(x) = -x`, loss the mean of
 :math:`(\phi(x) - g(x))^2` over the two points. Models, all on one MLP :math:`f: 1 \to 16 \to 1` (tanh)
-shared by 15 unit steps: the Momentum ResNet (:math:`\gamma = 0.99`), the ResNet (:math:`\gamma = 0`) and
-the NODE :math:`x' = f(x)` on :math:`[0, 15]`. A 1-D flow map is increasing, so with
-:math:`a = \phi(-1) < b = \phi(1)` the loss :math:`((a - 1)^2 + (b + 1)^2)/2 \ge 1` (the variance of
+shared by 15 unit steps: the Momentum ResNet (:math:`\gamma = 0.99`, :math:`\varepsilon = 100`), the ResNet
+(:math:`\gamma = 0`) and the NODE :math:`x' = f(x)` on :math:`[0, 15]`. A 1-D flow map is increasing, so
+with :math:`a = \phi(-1) < b = \phi(1)` the loss :math:`((a - 1)^2 + (b + 1)^2)/2 \ge 1` (the variance of
 :math:`g` over the data, Chebyshev as in 1D-1), approached by collapsing both points to 0. The ResNet is
-not a flow: a single step with :math:`f(x) = -2x` maps :math:`x` to :math:`-x`. A linear momentum *flow*
-reaches :math:`\phi(x) = cx` with :math:`c \ge m_\varepsilon` (1D-3), so loss :math:`(1 + m_\varepsilon)^2`:
-0.0052 at :math:`\varepsilon = 100` (:math:`\gamma = 0.99`), :math:`T = 15`, and 0.2662 at
-:math:`\varepsilon = 10` (:math:`\gamma = 0.9`, :math:`m_\varepsilon = -0.484`). That bound is the flow's, not
-the trained net's: the 15-step, :math:`h = 1` recursion with :math:`f(x) = \lambda x` (:math:`v_0 = 0`) maps
-:math:`x \mapsto p(\lambda) x` with :math:`p` a polynomial of degree 15, unbounded below, and at
-:math:`\gamma = 0.9` already :math:`p(-30.576) = -1`: a linear field fits both points exactly. So no bound
-forces :math:`\gamma = 0.99`; it is a setting, the one whose :math:`\varepsilon = 100` keeps the net nearer
-the second-order ODE it discretizes (at :math:`\gamma = 0.9`, :math:`h = 1` the trajectories zigzag, as in
-``crossing-1d``), and the criterion asks only that the loss be small.
+not a flow: a single step with :math:`f(x) = -2x` maps :math:`x` to :math:`-x`.
+
+The target is linear, so no margin over linear fields is predicted: the trained net with
+:math:`f(x) = \lambda x` (:math:`v_0 = 0`) maps :math:`x \mapsto p(\lambda)x`, :math:`p` a polynomial of
+degree 15 unbounded below, and :math:`p(-90.4) = -1` fits both points exactly. That field is far from
+the second-order ODE the net discretizes: it reaches :math:`-1` after three half turns and a
+discretization overshoot. The ODE :math:`\varepsilon x'' + x' = f(x) = -V'(x)` itself cannot fit both
+points with any field: :math:`\varepsilon x'^2/2 + V(x)` decreases by :math:`\int x'^2 > 0`, so
+:math:`\phi(1) = -1` needs :math:`V(-1) < V(1)` and :math:`\phi(-1) = 1` the reverse. Its best linear field
+stops at :math:`m_\varepsilon = -0.928` (1D-3, loss :math:`(1 + m_\varepsilon)^2 = 0.0052`), and the net's
+first trough of :math:`p`, at :math:`\lambda_1 = -4.148`, at :math:`p(\lambda_1) = -0.930` (loss 0.00487):
+one half turn, the ODE's own. The prediction for the :math:`\gamma = 0.99` net trained from a small field
+is that ODE-like half turn: a loss within a factor ``TROUGH_FACTOR`` of :math:`(1 + p(\lambda_1))^2` on
+both sides; far above it the net has not reversed the points, far below it has left the ODE regime (the
+ResNet's exact fit fails it, ``tests/experiments/test_parity_criteria.py``, and so does
+:math:`\gamma = 0.9`). Measured: 0.0054 to 0.0056 at the quick size (seeds 0-4), 0.0034 to 0.0043 after
+2000 steps, where the non-linear field goes below the trough; a linear field converges to it.
 
 **-I_d task.** :math:`x \sim U[-1, 1]^d`, :math:`d` odd, :math:`g(x) = -x`, loss
 :math:`\mathbb E\|\phi(x) - g(x)\|^2 = \|M + I\|_F^2 / 3` for a linear map :math:`M`. Linear residual
-functions :math:`f(x) = Ax` on :math:`[0, 1]`, so that both floors are theorems:
+functions :math:`f(x) = Ax` on :math:`[0, 1]` (the exact maps of the flows), so that both optima are known:
 
 * NODE, :math:`M = e^A`: :math:`\det M > 0` while :math:`\det(-I_d) < 0`, so
-  :math:`\|M + I\|_F^2 \ge \sigma_{\min}(-I_d)^2 = 1` and the loss is at least :math:`1/3`
-  (approached by rotating :math:`d - 1` coordinates by :math:`\pi` and collapsing the last);
+  :math:`\|M + I\|_F^2 \ge \sigma_{\min}(-I_d)^2 = 1` and the loss is at least :math:`1/3` (a theorem, kept
+  as a sanity row), approached by rotating :math:`d - 1` coordinates by :math:`\pi` and collapsing the last;
 * momentum, :math:`M = \Psi_\varepsilon(A)`: :math:`d - 1` coordinates pair up and reach :math:`-1`, the odd
   one stops at :math:`\psi_\varepsilon(\lambda) \ge m_\varepsilon > -1`, so the loss is exactly
-  :math:`(1 + m_\varepsilon)^2/3`, which tends to 0 as :math:`T/\varepsilon \to 0`.
+  :math:`(1 + m_\varepsilon)^2/3`, attained, and tends to 0 as :math:`T/\varepsilon \to 0`. The trained loss
+  must lie within ``ATTAINED_TOL`` (relative) of it at every mass; a first-order map or a smaller mass
+  misses it.
 
 For non-linear fields orientation still forbids representing :math:`-I_d` exactly, but it gives no
 positive lower bound on the loss: for :math:`d \ge 2`, measure-preserving maps such as :math:`-I_d` are
@@ -41,19 +50,50 @@ import copy
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from scipy.optimize import brentq, minimize_scalar
 
 import mode
 from mode.experiments.crossing_1d import DEPTH, DTYPE, mlp, node_map, trajectory
-from mode.experiments.linear_maps import first_order_floor, momentum_floor, momentum_matrix
+from mode.experiments.linear_maps import ATTAINED_TOL, first_order_floor, momentum_infimum, momentum_matrix
 from mode.experiments.registry import criterion, experiment
 from mode.experiments.training import fit
 from mode.theory.linear_maps import m_eps
 
 GAMMA = 0.99
+#: Label -> momentum of the 1-D models (None: the NODE).
+NETWORKS_1D = {"momentum gamma=0.99": GAMMA, "ResNet": 0.0, "NODE": None}
 #: Absolute slack on the floors: solver and rounding errors of the evaluations are far below it.
 SLACK = 1e-6
-#: "Small" loss for the momentum models.
-SMALL = 0.01
+#: The gamma = 0.99 net's 1-D loss must lie within this factor of the first trough of its linear fields,
+#: on both sides (module docstring; measured ratios 1.1 to 1.5).
+TROUGH_FACTOR = 2.0
+
+
+def linear_net_slopes(lam: np.ndarray, gamma: float = GAMMA) -> np.ndarray:
+    r""":math:`p(\lambda)`: the tied net with :math:`f(x) = \lambda x` (:math:`v_0 = 0`) maps :math:`x` to
+    :math:`p(\lambda)x`; one batch row per :math:`\lambda`."""
+    lam = torch.as_tensor(np.atleast_1d(lam), dtype=DTYPE)[:, None]
+    net = mode.MomentumNet([lambda z: lam * z] * DEPTH, gamma=gamma, backprop="autograd")
+    with torch.no_grad():
+        return net(torch.ones_like(lam))[:, 0].numpy()
+
+
+def linear_net_landmarks(gamma: float = GAMMA) -> tuple[float, float, float]:
+    r"""First trough :math:`\lambda_1` of :math:`p` below 0, :math:`p(\lambda_1)`, and the largest
+    :math:`\lambda < 0` with :math:`p(\lambda) = -1` (searched on :math:`[-4/(1 - \gamma), 0]`)."""
+    grid = np.linspace(-4 / (1 - gamma), 0.0, 40001)
+    values = linear_net_slopes(grid, gamma)
+    # walking down from lambda = 0, p decreases until the first trough
+    rising = np.nonzero(np.diff(values[::-1]) > 0)[0][0]
+    k = len(grid) - 1 - rising
+    trough = minimize_scalar(
+        lambda lam: float(linear_net_slopes(lam, gamma)[0]),
+        bounds=(grid[k - 1], grid[k + 1]),
+        method="bounded",
+    )
+    j = np.nonzero(values <= -1)[0][-1]
+    exact = brentq(lambda lam: float(linear_net_slopes(lam, gamma)[0]) + 1, grid[j], grid[j + 1], xtol=1e-12)
+    return float(trough.x), float(trough.fun), exact
 
 
 def _one_dimensional(context, settings: dict, metrics: dict, criteria: dict) -> dict:
@@ -63,7 +103,7 @@ def _one_dimensional(context, settings: dict, metrics: dict, criteria: dict) -> 
     floor = float(g.var(unbiased=False))
     f0 = mlp(torch.Generator().manual_seed(context.seed))
     fields = {}
-    for label, gamma in (("momentum gamma=0.99", GAMMA), ("ResNet", 0.0), ("NODE", None)):
+    for label, gamma in NETWORKS_1D.items():
         f = copy.deepcopy(f0)
         if gamma is None:
             T, rtol = float(DEPTH), settings["node_rtol"]
@@ -89,8 +129,16 @@ def _one_dimensional(context, settings: dict, metrics: dict, criteria: dict) -> 
         fields[label] = (f, gamma)
     metrics["1-D first-order floor"] = floor
     metrics["1-D best linear momentum flow loss (theory)"] = (1 + m_eps(1 / (1 - GAMMA), T=float(DEPTH))) ** 2
-    criteria["1-D momentum loss small"] = criterion(metrics["1-D momentum gamma=0.99 loss"], "<", SMALL)
-    criteria["1-D NODE loss >= floor"] = criterion(metrics["1-D NODE loss"], ">=", floor - SLACK)
+    lam1, slope1, exact = linear_net_landmarks()
+    trough = (1 + slope1) ** 2
+    metrics["1-D linear field of the net, first trough lambda_1 (theory)"] = lam1
+    metrics["1-D linear field of the net, first-trough loss (theory)"] = trough
+    metrics["1-D linear field of the net, lambda with p = -1, loss 0 (theory)"] = exact
+    loss = metrics["1-D momentum gamma=0.99 loss"]
+    criteria[f"1-D momentum gamma=0.99 loss within a factor {TROUGH_FACTOR:g} of the first trough"] = (
+        criterion(max(loss / trough, trough / loss), "<", TROUGH_FACTOR)
+    )
+    criteria["1-D NODE loss >= floor (theorem)"] = criterion(metrics["1-D NODE loss"], ">=", floor - SLACK)
     return fields
 
 
@@ -117,16 +165,21 @@ def _minus_identity(context, settings: dict, metrics: dict, criteria: dict) -> d
             with torch.no_grad():
                 # E x x^T = I/3 on the cube: the loss of a linear map is ||M + I||_F^2 / 3.
                 loss = float(((matrix() - target) ** 2).sum()) / 3
-            bound = first_order_floor(minus_eye) if eps is None else momentum_floor(minus_eye, eps)
+            if eps is None:
+                bound = first_order_floor(minus_eye)
+            else:
+                bound, _ = momentum_infimum(minus_eye, eps)
             metrics[f"-I_{d} {label} loss"] = loss
-            metrics[f"-I_{d} {label} floor (theory)"] = bound / 3
+            metrics[f"-I_{d} {label} {'floor' if eps is None else 'optimum'} (theory)"] = bound / 3
             rows.append((eps, loss, bound / 3))
+            if eps is not None:
+                criteria[f"-I_{d} {label} relative excess over the theory optimum"] = criterion(
+                    loss / (bound / 3) - 1, "<", ATTAINED_TOL
+                )
         results[d] = rows
-        criteria[f"-I_{d} NODE loss >= floor"] = criterion(
+        criteria[f"-I_{d} NODE loss >= floor (theorem)"] = criterion(
             metrics[f"-I_{d} NODE loss"], ">=", metrics[f"-I_{d} NODE floor (theory)"] - SLACK
         )
-        largest = f"momentum eps={settings['eps'][-1]:g}"
-        criteria[f"-I_{d} {largest} loss small"] = criterion(metrics[f"-I_{d} {largest} loss"], "<", SMALL)
     return results
 
 
@@ -154,7 +207,13 @@ FULL = {
 
 @experiment("parity", "x -> -x: two points in 1-D and -I_d in odd d, momentum vs first-order flows")
 def run(context) -> dict:
-    settings = {**(QUICK if context.quick else FULL), "depth": DEPTH, "gamma": GAMMA}
+    settings = {
+        **(QUICK if context.quick else FULL),
+        "depth": DEPTH,
+        "gamma": GAMMA,
+        "trough_factor": TROUGH_FACTOR,
+        "attained_tol": ATTAINED_TOL,
+    }
     metrics, criteria = {}, {}
     fields = _one_dimensional(context, settings, metrics, criteria)
     linear = _minus_identity(context, settings, metrics, criteria)

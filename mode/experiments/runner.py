@@ -128,7 +128,7 @@ def write_report(results: list[dict], out: Path) -> Path:
 
 
 def reproduce(*, quick: bool = False, seed: int = 0, out="runs", data=None) -> tuple[list[dict], Path]:
-    """Run every experiment and write ``out/report.md``; every output folder is checked (:func:`resolve`)
+    """Run every experiment and write ``out/report.md``; every output folder is checked (:func:`.resolve`)
     before the first experiment runs."""
     names = list(load())
     for name in names:

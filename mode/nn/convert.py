@@ -7,6 +7,9 @@ conversion runs the same blocks, with the same parameters, as
 .. math:: v_{i+1} = \gamma v_i + (1 - \gamma) f_i(x_i), \qquad x_{i+1} = x_i + v_{i+1},
           \qquad f_i(x) = \mathrm{block}_i(x) - x .
 
+With ``branches=True`` the container's modules are the residual branches :math:`f_i` themselves (the
+``is_residual=True`` form of momentumnet's conversion), and run unchanged.
+
 The converted container keeps the original's children under the original names, so the converted model
 has the original's ``state_dict`` keys: ``load_state_dict`` works in both directions, and
 :func:`from_momentum` only has to give the containers their plain classes back.
@@ -16,6 +19,8 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any, cast
 
 import torch
 
@@ -49,22 +54,24 @@ def _depth(path: str) -> int:
     return path.count(".") + 1 if path else 0
 
 
-def _momentum_net(blocks, path: str, names, net_kwargs) -> list[MomentumNet]:
+def _momentum_net(blocks, path: str, names, net_kwargs, branches: bool) -> list[MomentumNet]:
     # Held in a list so that nn.Module does not register it: the blocks stay registered once, under
     # their original names, and the state_dict keeps the original keys.
-    return [
-        MomentumNet([Residual(b, _child(path, n)) for b, n in zip(blocks, names, strict=True)], **net_kwargs)
-    ]
+    if not branches:
+        blocks = [Residual(b, _child(path, n)) for b, n in zip(blocks, names, strict=True)]
+    return [MomentumNet(blocks, **net_kwargs)]
 
 
 class MomentumSequential(torch.nn.Sequential):
-    """An ``nn.Sequential`` whose blocks from index ``start`` on run as one :class:`MomentumNet`."""
+    """An ``nn.Sequential`` whose blocks from index ``start`` on run as one :class:`~mode.MomentumNet`."""
 
-    def __init__(self, container: torch.nn.Sequential, start: int, path: str, net_kwargs: dict):
+    def __init__(
+        self, container: torch.nn.Sequential, start: int, path: str, net_kwargs: dict, branches: bool = False
+    ):
         super().__init__(OrderedDict(container._modules))
         self.start = start
         names = list(self._modules)[start:]
-        self._momentum = _momentum_net(list(self)[start:], path, names, net_kwargs)
+        self._momentum = _momentum_net(list(self)[start:], path, names, net_kwargs, branches)
 
     @property
     def momentum(self) -> MomentumNet:
@@ -77,22 +84,32 @@ class MomentumSequential(torch.nn.Sequential):
 
 
 class MomentumModuleList(torch.nn.ModuleList):
-    """An ``nn.ModuleList`` that iterates as a single :class:`MomentumNet` over its layers.
+    """An ``nn.ModuleList`` that iterates as its layers before index ``start``, then a single
+    :class:`~mode.MomentumNet` over the rest.
 
     Parents that loop ``for layer in self.layers: x = layer(x, ...)`` (``nn.TransformerEncoder``,
-    ``nn.TransformerDecoder``) thus run every layer as a momentum step, with their masks passed on.
+    ``nn.TransformerDecoder``) thus run those layers as momentum steps, with their masks passed on.
     """
 
-    def __init__(self, container: torch.nn.ModuleList, path: str, net_kwargs: dict):
+    def __init__(
+        self,
+        container: torch.nn.ModuleList,
+        path: str,
+        net_kwargs: dict,
+        start: int = 0,
+        branches: bool = False,
+    ):
         super().__init__(container)
-        self._momentum = _momentum_net(list(container), path, list(self._modules), net_kwargs)
+        self.start = start
+        names = list(self._modules)[start:]
+        self._momentum = _momentum_net(list(container)[start:], path, names, net_kwargs, branches)
 
     @property
     def momentum(self) -> MomentumNet:
         return self._momentum[0]
 
     def __iter__(self):
-        return iter(self._momentum)
+        return iter([*list(self._modules.values())[: self.start], *self._momentum])
 
 
 def _resnet_stage_start(stage: torch.nn.Sequential) -> int | None:
@@ -129,8 +146,17 @@ def _default_targets(model: torch.nn.Module) -> dict[str, int]:
 DEFAULT_GAMMA = 0.9
 
 
-def to_momentum(model: torch.nn.Module, gamma=None, backprop="reversible", layers=None, **net_kwargs):
-    r"""A copy of ``model`` whose stacks of shape-preserving residual blocks run as :class:`MomentumNet`.
+def to_momentum(
+    model: torch.nn.Module,
+    gamma: float | None = None,
+    backprop: str = "reversible",
+    layers: Sequence[str] | dict[str, int] | None = None,
+    *,
+    branches: bool = False,
+    **net_kwargs: Any,
+) -> torch.nn.Module:
+    r"""A copy of ``model`` whose stacks of shape-preserving residual blocks run as
+    :class:`~mode.MomentumNet`.
 
     Parameters
     ----------
@@ -143,17 +169,22 @@ def to_momentum(model: torch.nn.Module, gamma=None, backprop="reversible", layer
         replace the old ones: converting twice with the same arguments gives the same model.
     gamma : float, optional
         Momentum in :math:`[0, 1)`; ``gamma=0`` with ``backprop="autograd"`` reproduces the original.
-        Give at most one of ``gamma`` and ``eps``; without either, ``gamma`` is :data:`DEFAULT_GAMMA`
+        Give at most one of ``gamma`` and ``eps``; without either, ``gamma`` is :data:`.DEFAULT_GAMMA`
         (0.9).
     backprop : {"reversible", "autograd", "checkpoint"}
-        See :class:`MomentumNet`.
-    layers : sequence of str, optional
+        See :class:`~mode.MomentumNet`.
+    layers : sequence of str, or dict from str to int, optional
         Dotted paths of the ``nn.Sequential`` / ``nn.ModuleList`` containers to convert, every block of
-        each; a block that changes the shape raises ``ValueError`` naming it at the first forward. The
-        empty path ``""`` names ``model`` itself (an ``nn.Sequential`` of residual blocks), which is then
-        returned converted. Pass it by keyword: the second positional argument is ``gamma``.
+        each; a block that changes the shape raises ``ValueError`` naming it at the first forward. A dict
+        maps each path to the index of its first converted block (the blocks before it run as they are,
+        e.g. ``{"layer2": 1}`` keeps a stage's downsampling block). The empty path ``""`` names ``model``
+        itself (an ``nn.Sequential`` of residual blocks), which is then returned converted. Pass it by
+        keyword: the second positional argument is ``gamma``.
+    branches : bool
+        False (default): each converted module is a block computing :math:`x + f(x)`, and
+        :math:`f(x) = \mathrm{block}(x) - x`. True: each module is the residual branch :math:`f` itself.
     **net_kwargs
-        Further :class:`MomentumNet` arguments (``eps``, ``gamma_bits``, ``segments``, ...).
+        Further :class:`~mode.MomentumNet` arguments (``eps``, ``gamma_bits``, ``segments``, ...).
 
     Returns
     -------
@@ -188,10 +219,16 @@ def to_momentum(model: torch.nn.Module, gamma=None, backprop="reversible", layer
     else:
         if isinstance(layers, str) or not all(isinstance(p, str) for p in layers):
             raise TypeError(
-                "layers must be a sequence of dotted module paths (str), e.g. layers=['layer1'] "
-                "('' for the model itself)"
+                "layers must be a sequence of dotted module paths (str), e.g. layers=['layer1'], or a dict "
+                "from such paths to the index of the first block to convert ('' for the model itself)"
             )
-        targets = dict.fromkeys(layers, 0)
+        targets = dict(layers) if isinstance(layers, dict) else dict.fromkeys(layers, 0)
+        for path, start in targets.items():
+            if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+                raise ValueError(
+                    f"layers[{path!r}] must be the index (an int >= 0) of the first block to convert, got "
+                    f"{start!r}"
+                )
     model = copy.deepcopy(model)
     net_kwargs = dict(net_kwargs, gamma=gamma, backprop=backprop)
     # Deepest first: a container converted inside another must be in place before the outer one
@@ -201,10 +238,16 @@ def to_momentum(model: torch.nn.Module, gamma=None, backprop="reversible", layer
             container = _plain(model.get_submodule(path))
         except AttributeError:
             raise ValueError(f"layers names {path!r}, which is not a submodule of the model") from None
+        if isinstance(container, (torch.nn.Sequential, torch.nn.ModuleList)) and start >= len(container):
+            raise ValueError(
+                f"layers[{path!r}] = {start} leaves no block to convert: {path or 'the model'} has "
+                f"{len(container)} blocks"
+            )
+        converted: torch.nn.Module
         if isinstance(container, torch.nn.Sequential):
-            converted = MomentumSequential(container, start, path, net_kwargs)
+            converted = MomentumSequential(container, start, path, net_kwargs, branches)
         elif isinstance(container, torch.nn.ModuleList):
-            converted = MomentumModuleList(container, path, net_kwargs)
+            converted = MomentumModuleList(container, path, net_kwargs, start, branches)
         else:
             what = f"{path!r}" if path else "the model itself ('')"
             raise TypeError(
@@ -220,7 +263,8 @@ def to_momentum(model: torch.nn.Module, gamma=None, backprop="reversible", layer
             parent, "momentum_saved_use_nested_tensor"
         ):
             # the nested-tensor fast path would hand the layers nested tensors; run them on plain tensors
-            parent.momentum_saved_use_nested_tensor = parent.use_nested_tensor
+            # Module.__setattr__ takes any value; torch's stub allows only Tensor | Module.
+            parent.momentum_saved_use_nested_tensor = parent.use_nested_tensor  # type: ignore[assignment]
             parent.use_nested_tensor = False
     return model
 
@@ -237,6 +281,6 @@ def from_momentum(model: torch.nn.Module) -> torch.nn.Module:
         elif isinstance(module, torch.nn.TransformerEncoder) and hasattr(
             module, "momentum_saved_use_nested_tensor"
         ):
-            module.use_nested_tensor = module.momentum_saved_use_nested_tensor
+            module.use_nested_tensor = cast(bool, module.momentum_saved_use_nested_tensor)
             del module.momentum_saved_use_nested_tensor
     return model

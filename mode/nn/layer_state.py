@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 
@@ -107,6 +108,11 @@ def _buffer_slots(block) -> list[tuple[torch.nn.Module, str]]:
     return [(m, name) for m in block.modules() for name, b in m._buffers.items() if b is not None]
 
 
+def _buffer(m: torch.nn.Module, name: str) -> torch.Tensor:
+    # A slot of _buffer_slots, which lists only the buffers that are set.
+    return cast(torch.Tensor, m._buffers[name])
+
+
 class Recorder:
     """Context for one block call in a forward pass; ``state`` is the :class:`LayerState` to replay."""
 
@@ -116,12 +122,12 @@ class Recorder:
 
     def __enter__(self) -> Recorder:
         self._rng = _rng_states(self.device)
-        self._buffers = [m._buffers[name].detach().clone() for m, name in _buffer_slots(self.block)]
+        self._buffers = [_buffer(m, name).detach().clone() for m, name in _buffer_slots(self.block)]
         return self
 
     def __exit__(self, *exc) -> None:
         rng = None if _same(self._rng, _rng_states(self.device)) else self._rng
-        after = [m._buffers[name].detach() for m, name in _buffer_slots(self.block)]
+        after = [_buffer(m, name).detach() for m, name in _buffer_slots(self.block)]
         buffers = None if _same(self._buffers, after) else self._buffers
         # None when the call changed nothing: a deterministic, stateless block costs no memory per layer.
         self.state = None if rng is None and buffers is None else LayerState(rng, buffers)
@@ -171,7 +177,7 @@ def _version(t: torch.Tensor) -> int | None:
 class BlockState:
     """What a block's forward read besides its inputs and the generators, recorded once per forward.
 
-    A later evaluation (a backward recomputation, :meth:`MomentumNet.inverse`) enters :meth:`restored`,
+    A later evaluation (a backward recomputation, :meth:`~mode.MomentumNet.inverse`) enters :meth:`restored`,
     which
 
     * swaps the forward's tensors back into the parameter and buffer slots: ``torch.func.functional_call``
@@ -191,10 +197,13 @@ class BlockState:
 
     @classmethod
     def of(cls, block: torch.nn.Module) -> BlockState:
-        slots, parameters, training = [], [], []
+        slots: list[tuple[dict, str, torch.Tensor]] = []
+        parameters: list[tuple[torch.nn.Module, str, torch.Tensor]] = []
+        training: list[tuple[torch.nn.Module, bool]] = []
         # The module tree walked directly: Module.modules() builds every qualified name, which costs
         # more than the rest of the record.
-        stack, seen = [block], set()
+        stack: list[torch.nn.Module | None] = [block]
+        seen: set[torch.nn.Module] = set()
         while stack:
             m = stack.pop()
             if m is None or m in seen:

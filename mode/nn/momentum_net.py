@@ -6,6 +6,8 @@ import contextlib
 import math
 import numbers
 import weakref
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
 import torch
 from torch.utils.checkpoint import checkpoint, set_checkpoint_early_stop
@@ -13,19 +15,22 @@ from torch.utils.checkpoint import checkpoint, set_checkpoint_early_stop
 from mode.exact.block_float import check_blocks
 from mode.nn.layer_state import (
     NOT_REPRODUCED,
+    BlockState,
     CallMode,
     ReconstructionError,
     block_states,
     capture,
     replayed,
 )
-from mode.nn.reversible import Recursion, ReversiblePass, call_block, reversed_input, undo_layer
+from mode.nn.reversible import ExactRecord, Recursion, ReversiblePass, call_block, reversed_input, undo_layer
 from mode.ode import _real, check_gamma, check_positive, check_steps, gamma_from_eps
 from mode.schemes.momentum import MomentumCoefficients
 
 BACKPROP_MODES = ("autograd", "reversible", "checkpoint")
 #: Input dtypes of the reversible mode.
 EXACT_DTYPES = (torch.float32, torch.float64)
+#: Weak references to the last reversible forward's pass and its outputs ``(x_L, v_L)``.
+_LastForward = tuple[weakref.ref[ReversiblePass], weakref.ref[torch.Tensor], weakref.ref[torch.Tensor]]
 
 
 class _Function(torch.nn.Module):
@@ -159,18 +164,18 @@ class MomentumNet(torch.nn.Module):
 
     def __init__(
         self,
-        blocks,
-        gamma=None,
-        eps=None,
-        step=1.0,
-        backprop="reversible",
-        v0=None,
+        blocks: Iterable[Callable[..., Any]],
+        gamma: float | None = None,
+        eps: float | None = None,
+        step: float = 1.0,
+        backprop: str = "reversible",
+        v0: torch.Tensor | torch.nn.Module | None = None,
         *,
-        gamma_rel_tol=1e-9,
-        gamma_bits=None,
-        segments=None,
-        exponents="tensor",
-    ):
+        gamma_rel_tol: float = 1e-9,
+        gamma_bits: int | None = None,
+        segments: int | None = None,
+        exponents: str = "tensor",
+    ) -> None:
         super().__init__()
         self.blocks = _as_blocks(blocks)
         self.step = check_positive("step", step)
@@ -178,7 +183,8 @@ class MomentumNet(torch.nn.Module):
             raise ValueError(
                 f"give exactly one of gamma and eps, got {'both' if gamma is not None else 'neither'}"
             )
-        self.gamma = check_gamma(gamma) if eps is None else gamma_from_eps(eps, self.step)
+        # Exactly one of gamma and eps is None (checked above).
+        self.gamma = check_gamma(cast(float, gamma)) if eps is None else gamma_from_eps(eps, self.step)
         gamma_rel_tol = _real("gamma_rel_tol", gamma_rel_tol)
         if not 0.0 <= gamma_rel_tol < 1.0:
             raise ValueError(f"gamma_rel_tol must lie in [0, 1), got {gamma_rel_tol}")
@@ -209,8 +215,8 @@ class MomentumNet(torch.nn.Module):
             self.register_buffer("v0", v0)
         else:
             self.v0 = v0
-        self._last = None
-        self._last_versions = None
+        self._last: _LastForward | None = None
+        self._last_versions: tuple[int, int] | None = None
 
     @property
     def depth(self) -> int:
@@ -248,7 +254,9 @@ class MomentumNet(torch.nn.Module):
             raise ValueError(f"v0 must have the shape of x {tuple(x.shape)}, got {tuple(v0.shape)}")
         return v0.to(x.dtype)
 
-    def forward(self, x, *args, return_velocity=False, **kwargs):
+    def forward(
+        self, x: torch.Tensor, *args: Any, return_velocity: bool = False, **kwargs: Any
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Run the :math:`L` momentum steps; returns :math:`x_L`, or :math:`(x_L, v_L)`."""
         if not isinstance(x, torch.Tensor) or not torch.is_floating_point(x):
             raise TypeError("x must be a floating-point torch.Tensor")
@@ -289,10 +297,10 @@ class MomentumNet(torch.nn.Module):
         parameter tensors and training flags, and checks that it reproduced the first's output."""
         blocks = self.blocks[start:stop]
         recorder = capture(blocks, device)
-        states = {}
+        states: dict[BlockState, int] = {}
         for i, state in enumerate(block_states(blocks), start):
             states.setdefault(state, i)
-        forward = []
+        forward: list[torch.Tensor] = []
 
         def run(x, v, *args, **kwargs):
             if not forward:
@@ -347,7 +355,8 @@ class MomentumNet(torch.nn.Module):
         x_out, v_out = run.run(x, v)
         # The record lives as long as x_L (needed by inverse) or the graph (needed by backward), and no
         # longer: the module keeps weak references only, so it holds no memory between training steps.
-        x_out._momentum_pass = run
+        # Tensors take Python attributes; torch's stub declares none.
+        x_out._momentum_pass = run  # type: ignore[attr-defined]
         self._last = (weakref.ref(run), weakref.ref(x_out), weakref.ref(v_out))
         self._last_versions = (x_out._version, v_out._version)
         return x_out, v_out
@@ -357,10 +366,10 @@ class MomentumNet(torch.nn.Module):
         """The :class:`~mode.exact.BitStack` of the last reversible forward while its output is alive, else
         ``None``; full after the forward, emptied again by the backward pass."""
         run = self._last[0]() if self._last is not None else None
-        return None if run is None else run.record.state.stack
+        return None if run is None else cast(ExactRecord, run.record).state.stack
 
     @torch.no_grad()
-    def inverse(self, x, v):
+    def inverse(self, x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r"""Return :math:`(x_0, v_0)` from the output :math:`(x_L, v_L)` of the last forward, bit for bit.
 
         Exact reversal needs the bits that each multiplication by :math:`\gamma` destroyed, which the
@@ -378,13 +387,15 @@ class MomentumNet(torch.nn.Module):
                 "inverse(x, v) takes the tensors returned by this module's last forward "
                 "(net(x0, return_velocity=True)); other states carry no record of the bits lost to gamma"
             )
-        rec, record = last[0]().rec, last[0]().record
+        # x is alive, and it holds its pass (see _reversible).
+        run = cast(ReversiblePass, last[0]())
+        rec, record = run.rec, cast(ExactRecord, run.record)
         if (x._version, v._version) != self._last_versions:
             raise ValueError("x or v was modified in place after the forward: it cannot be inverted exactly")
         if record.layer:
             record = record.clone()
 
-            def evaluate(i, x):
+            def evaluate(i: int, x: torch.Tensor) -> torch.Tensor:
                 with rec.mode.applied():
                     return call_block(rec.blocks[i], i, x, rec.args, rec.kwargs).detach()
 

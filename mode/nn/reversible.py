@@ -22,8 +22,8 @@ few generator states and buffers that blocks actually changed are kept, so activ
 grow with depth.
 
 The integer forward runs first; the autograd graph is a chain of one node per layer that saves no
-tensor: :class:`_Start` takes the inputs, one :class:`_Layer` per block takes that block's parameters
-(and the leaves the forward found it captured, see :func:`captured_leaves`), and :class:`_Finish`
+tensor: ``_Start`` takes the inputs, one ``_Layer`` per block takes that block's parameters
+(and the leaves the forward found it captured, see :func:`captured_leaves`), and ``_Finish``
 returns :math:`(x_L, v_L)`. The nodes pass an empty token along the chain, which fixes the order in which
 the engine runs them (layer :math:`L` first); :math:`\bar x, \bar v` travel beside the chain in the
 shared :class:`ReversiblePass`. Each layer hands its parameter gradients to the engine as soon as it is
@@ -33,9 +33,12 @@ and a block shared by several layers is accumulated by the engine like any reuse
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import cast
 
 import torch
+from torch.autograd.graph import Node
 
 from mode.exact import ExactState
 from mode.nn.layer_state import (
@@ -141,7 +144,9 @@ def _next_sequence_nr() -> int:
     if peek is not None:
         return peek()
     with torch.enable_grad():  # older torch: a throwaway node takes a number
-        return torch.empty(0, requires_grad=True).view(0).grad_fn._sequence_nr() + 1
+        # A view of a tensor that requires grad always has a grad_fn.
+        node = cast(Node, torch.empty(0, requires_grad=True).view(0).grad_fn)
+        return node._sequence_nr() + 1
 
 
 def captured_leaves(i: int, fx: torch.Tensor, since: int, known: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -157,7 +162,10 @@ def captured_leaves(i: int, fx: torch.Tensor, since: int, known: list[torch.Tens
     """
     known_ids = {id(t) for t in known}
     boundary = {t.grad_fn for t in known if t.grad_fn is not None}  # non-leaf parameters or arguments
-    found, seen, stack = [], set(), [fx.grad_fn]
+    # The caller passes an fx with a graph: its grad_fn is set.
+    found: list[torch.Tensor] = []
+    seen: set[Node] = set()
+    stack = [cast(Node, fx.grad_fn)]
     while stack:
         node = stack.pop()
         if node in seen or node in boundary:
@@ -207,7 +215,9 @@ def exact_forward(rec: Recursion, x0: torch.Tensor, v0: torch.Tensor | None) -> 
     return ExactRecord(state, depth, states, inputs, versions, checksum)
 
 
-def undo_layer(rec: Recursion, record: ExactRecord, fx_of):
+def undo_layer(
+    rec: Recursion, record: ExactRecord, fx_of: Callable[[int, torch.Tensor], torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Step ``record`` back over its last layer; ``fx_of(i, x)`` evaluates block ``i``.
 
     Returns ``(x_i, f_i(x_i))`` as the float input the block saw and its output (with whatever graph
@@ -225,7 +235,8 @@ def undo_layer(rec: Recursion, record: ExactRecord, fx_of):
 
 
 def check_reconstruction(record: ExactRecord) -> None:
-    """Raise :class:`ReconstructionError` unless the walk back ended on the forward's exact input."""
+    """Raise :class:`~mode.nn.layer_state.ReconstructionError` unless the walk back ended on the forward's
+    exact input."""
     if not torch.equal(record.state.checksum(), record.checksum):
         raise ReconstructionError(
             "reversing the MomentumNet did not reproduce its input: a block returned other values for the "
@@ -260,7 +271,7 @@ class ReversiblePass:
     """One reversible forward and its backward walk: the record, and the adjoints ``bar_x, bar_v``.
 
     The autograd nodes of the pass share it; the graph (through them) and the output ``x_L`` (for
-    :meth:`MomentumNet.inverse`) keep it alive, nothing else.
+    :meth:`~mode.MomentumNet.inverse`) keep it alive, nothing else.
     """
 
     def __init__(self, rec: Recursion) -> None:
@@ -275,7 +286,7 @@ class ReversiblePass:
 
     def state(self, dtype_x: torch.dtype, dtype_v: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """The current state of the record as floats."""
-        state = self.record.state
+        state = self._record().state
         return state.decode_x().to(dtype_x), state.decode_v(dtype_v)
 
     def run(self, x0: torch.Tensor, v0: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -300,7 +311,7 @@ class ReversiblePass:
     def backward_layer(self, i: int, arg_tensors: list[torch.Tensor]) -> list[torch.Tensor | None]:
         """Rebuild layer ``i``, advance the adjoints over it; return the gradients of its parameters
         and of ``arg_tensors`` (``None`` where not required)."""
-        rec, record = self.rec, self.record
+        rec, record = self.rec, self._record()
         if record.layer != i + 1:
             raise RuntimeError(
                 "this MomentumNet forward was already reversed: the reversible mode supports one backward "
@@ -309,7 +320,7 @@ class ReversiblePass:
         arg_tensors = [t.detach().requires_grad_(t.requires_grad) for t in arg_tensors]
         args, kwargs = _substitute(rec.args, rec.kwargs, arg_tensors)
 
-        def with_graph(i, x):
+        def with_graph(i: int, x: torch.Tensor) -> torch.Tensor:
             with rec.mode.applied(grad_enabled=True):
                 return call_block(rec.blocks[i], i, x.requires_grad_(True), args, kwargs)
 
@@ -317,22 +328,31 @@ class ReversiblePass:
         params = rec.block_params[i]
         wanted = [t for t in arg_tensors if t.requires_grad]
         # The adjoints are this pass's own copies (see _Finish): updated in place, no temporaries held.
-        tilde_v = self.bar_v.add_(self.bar_x, alpha=rec.rule.step)
-        grads = [None] * (1 + len(params) + len(wanted))
+        bar_x, bar_v = self._adjoints()
+        tilde_v = bar_v.add_(bar_x, alpha=rec.rule.step)
+        grads: Sequence[torch.Tensor | None] = [None] * (1 + len(params) + len(wanted))
         if fx.requires_grad:
             grads = torch.autograd.grad(
                 fx, [x, *params, *wanted], tilde_v * rec.rule.one_minus_gamma, allow_unused=True
             )
         if grads[0] is not None:
-            self.bar_x.add_(grads[0])
+            bar_x.add_(grads[0])
         self.bar_v = tilde_v.mul_(rec.rule.gamma)
         rest = iter(grads[1 + len(params) :])
         return [*grads[1 : 1 + len(params)], *(next(rest) if t.requires_grad else None for t in arg_tensors)]
 
     def finish_backward(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Check the walk back; return :math:`(\\bar x_0, \\bar v_0)`."""
-        check_reconstruction(self.record)
-        return self.bar_x, self.bar_v
+        check_reconstruction(self._record())
+        return self._adjoints()
+
+    def _record(self) -> ExactRecord:
+        # Set by forward, which run calls before anything reads it.
+        return cast(ExactRecord, self.record)
+
+    def _adjoints(self) -> tuple[torch.Tensor, torch.Tensor]:
+        # Set by _Finish's backward, which the engine runs before any layer's.
+        return cast(torch.Tensor, self.bar_x), cast(torch.Tensor, self.bar_v)
 
 
 class _Start(torch.autograd.Function):

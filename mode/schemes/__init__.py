@@ -18,7 +18,7 @@ def get_scheme(scheme) -> Scheme:
     """Look a scheme up by name (or pass a :class:`Scheme` through).
 
     Raises ``TypeError`` when ``scheme`` is neither a name nor a :class:`Scheme`, and ``ValueError`` for
-    an unknown name; both list the names of :data:`SCHEMES`.
+    an unknown name; both list the names of :data:`~mode.SCHEMES`.
     """
     if isinstance(scheme, Scheme):
         return scheme

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Callable
+from typing import Any
 
-from mode.ode import check_eps, check_position, check_positive, check_velocity, checked_vector_field
+import torch
+from torch import Tensor
+
+from mode.ode import (
+    Time,
+    VectorField,
+    check_eps,
+    check_position,
+    check_positive,
+    check_velocity,
+    checked_vector_field,
+)
 
 
 class NotInvertibleError(ValueError):
@@ -32,7 +44,9 @@ class Scheme:
     invertible: bool
     evals_per_step: int
 
-    def step(self, f, x, v, t, h, eps):
+    def step(
+        self, f: Callable[..., Any], x: Tensor, v: Tensor | None, t: Time, h: float, eps: float
+    ) -> tuple[Tensor, Tensor]:
         """Advance ``(x, v)`` at time ``t`` by one step ``h``; returns ``(x, v)``.
 
         ``v=None`` is zero velocity, as ``v0=None`` in :func:`mode.integrate`; otherwise ``v`` must have
@@ -41,7 +55,9 @@ class Scheme:
         f, x, v, h, eps = self._validated(f, x, v, h, eps)
         return self._step(f, x, v, t, h, eps)
 
-    def inverse(self, f, x, v, t, h, eps):
+    def inverse(
+        self, f: Callable[..., Any], x: Tensor, v: Tensor | None, t: Time, h: float, eps: float
+    ) -> tuple[Tensor, Tensor]:
         """Undo :meth:`step`: given the state at ``t + h`` return the state at ``t`` (``v`` as in
         :meth:`step`)."""
         f, x, v, h, eps = self._validated(f, x, v, h, eps)
@@ -52,15 +68,21 @@ class Scheme:
             )
         return self._inverse(f, x, v, t, h, eps)
 
-    def _validated(self, f, x, v, h, eps):
+    def _validated(
+        self, f: Callable[..., Any], x: Tensor, v: Tensor | None, h: float, eps: float
+    ) -> tuple[VectorField, Tensor, Tensor, float, float]:
         x = check_position(x, "x")
         v = check_velocity(x, v, names=("x", "v"))
         return checked_vector_field(f), x, v, check_positive("h", h), check_eps(eps)
 
-    def _step(self, f, x, v, t, h: float, eps: float):
+    def _step(
+        self, f: VectorField, x: Tensor, v: Tensor, t: Time, h: float, eps: float
+    ) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
-    def _inverse(self, f, x, v, t, h: float, eps: float):
+    def _inverse(
+        self, f: VectorField, x: Tensor, v: Tensor, t: Time, h: float, eps: float
+    ) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
     def __repr__(self) -> str:

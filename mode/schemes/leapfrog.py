@@ -27,10 +27,13 @@ from __future__ import annotations
 
 import math
 
+from torch import Tensor
+
+from mode.ode import Time, VectorField
 from mode.schemes.base import NotInvertibleError, Scheme
 
 
-def _relax(f, x, v, t, tau: float, eps: float):
+def _relax(f: VectorField, x: Tensor, v: Tensor, t: Time, tau: float, eps: float) -> Tensor:
     force = f(x, t)
     if eps == 0:
         return force
@@ -45,12 +48,16 @@ class LeapfrogScheme(Scheme):
     invertible = True
     evals_per_step = 2
 
-    def _step(self, f, x, v, t, h, eps):
+    def _step(
+        self, f: VectorField, x: Tensor, v: Tensor, t: Time, h: float, eps: float
+    ) -> tuple[Tensor, Tensor]:
         v = _relax(f, x, v, t, h / 2, eps)
         x = x + h * v
         return x, _relax(f, x, v, t + h, h / 2, eps)
 
-    def _inverse(self, f, x, v, t, h, eps):
+    def _inverse(
+        self, f: VectorField, x: Tensor, v: Tensor, t: Time, h: float, eps: float
+    ) -> tuple[Tensor, Tensor]:
         if eps == 0:
             raise NotInvertibleError("leapfrog at eps = 0 is the ResNet rule: it forgets v, no inverse")
         v = _relax(f, x, v, t + h, -h / 2, eps)

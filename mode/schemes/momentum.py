@@ -49,7 +49,7 @@ from mode.exact.block_float import (
 from mode.exact.fusion import fused
 from mode.exact.gamma import dyadic_gamma, rational_gamma
 from mode.exact.state import ExactState, Rescaling
-from mode.ode import gamma_from_eps
+from mode.ode import Time, VectorField, gamma_from_eps
 from mode.schemes.base import NotInvertibleError, Scheme
 
 #: Largest denominator exponent of the exact gamma (a float64 holds n / 2**53 exactly).
@@ -75,16 +75,17 @@ class MomentumCoefficients:
     step: float
 
     @classmethod
-    def from_gamma(cls, gamma: float, step: float = 1.0, *, rel_tol: float = 1e-9,
-                   bits: int | None = None) -> MomentumCoefficients:
+    def from_gamma(
+        cls, gamma: float, step: float = 1.0, *, rel_tol: float = 1e-9, bits: int | None = None
+    ) -> MomentumCoefficients:
         r"""The exact rule for a requested :math:`\gamma \in [0, 1)`.
 
         With ``bits=None``, :math:`\gamma` becomes the dyadic rational with the fewest bits whose
         :math:`1 - \gamma` is within ``rel_tol`` of the requested one
-        (:func:`~mode.exact.fixed_point.rational_gamma`); where 53 bits cannot meet ``rel_tol``
+        (:func:`~mode.exact.gamma.rational_gamma`); where 53 bits cannot meet ``rel_tol``
         (:math:`\gamma` within about :math:`10^{-7}` of 1) it is the float64 value of :math:`\gamma`
         itself, the closest any float computation gets. With ``bits``, :math:`\gamma` is rounded to the
-        grid :math:`2^{-\text{bits}}` (:func:`~mode.exact.fixed_point.dyadic_gamma`).
+        grid :math:`2^{-\text{bits}}` (:func:`~mode.exact.gamma.dyadic_gamma`).
         """
         if bits is not None:
             return cls(*dyadic_gamma(gamma, bits), step)
@@ -147,15 +148,23 @@ class MomentumCoefficients:
         self._check_invertible()
         fx = fx.detach()
         x_exp, v_exp, x_shift, v_shift, facts = momentum_exponents(
-            fx, state.x, state.v, state.x_exp, state.v_exp, self.gamma, self.one_minus_gamma,
-            self.step, value_limit(state.dtype), state.blocks,
+            fx,
+            state.x,
+            state.v,
+            state.x_exp,
+            state.v_exp,
+            self.gamma,
+            self.one_minus_gamma,
+            self.step,
+            value_limit(state.dtype),
+            state.blocks,
         )
         ok, changed, v_bits, x_bits = facts.tolist()  # the one host synchronisation of a step
         if not ok:
             raise range_error(where, state.dtype)
         multiply = ("multiply", self.n, self.k)
         # Most steps move no exponent: their kernels are compiled without the shifts (None).
-        ops = (("bits", v_bits), multiply, ("bits", x_bits)) if changed else (multiply,)
+        ops: tuple[tuple, ...] = (("bits", v_bits), multiply, ("bits", x_bits)) if changed else (multiply,)
         fuse = state.stack.fits(*ops)
         record = Rescaling(state.x_exp, state.v_exp, x_shift, v_shift, fuse) if changed else None
         state.rescalings.append(record)
@@ -164,8 +173,19 @@ class MomentumCoefficients:
         if fuse:
             state.stack.reserve(*ops)
             x = momentum_forward(
-                state.stack.word, state.x, state.v, fx, x_exp, v_exp, x_shift, v_shift,
-                self.one_minus_gamma, self.step, self.n, self.k, state.dtype,
+                state.stack.word,
+                state.x,
+                state.v,
+                fx,
+                x_exp,
+                v_exp,
+                x_shift,
+                v_shift,
+                self.one_minus_gamma,
+                self.step,
+                self.n,
+                self.k,
+                state.dtype,
             )
             state.x_exp, state.v_exp = x_exp, v_exp
             return x
@@ -191,7 +211,14 @@ class MomentumCoefficients:
         shift = None if record is None else record.x_shift
         old = state.x_exp if record is None else record.x_exp
         x = momentum_undo_position(
-            state.stack.word, state.x, state.v, state.x_exp, state.v_exp, shift, old, self.step,
+            state.stack.word,
+            state.x,
+            state.v,
+            state.x_exp,
+            state.v_exp,
+            shift,
+            old,
+            self.step,
             state.dtype,
         )
         state.x_exp = old
@@ -240,8 +267,9 @@ def _velocity(word, v, fx, v_exp, one_minus_gamma: float, n: int, k: int):
 
 
 @fused
-def momentum_exponents(fx, x, v, x_exp, v_exp, gamma: float, one_minus_gamma: float, step: float,
-                       limit: float, blocks: str):
+def momentum_exponents(
+    fx, x, v, x_exp, v_exp, gamma: float, one_minus_gamma: float, step: float, limit: float, blocks: str
+):
     r"""The exponents of the next state, from float64 bounds on it, and what the host must know.
 
     With :math:`\beta_v = \max(|v|, \mu)`, :math:`\mu = \gamma |v| + (1 - \gamma) |f|` (the old
@@ -260,12 +288,14 @@ def momentum_exponents(fx, x, v, x_exp, v_exp, gamma: float, one_minus_gamma: fl
     bound_x = size_x + step * (moved + 2 * power_of_two(v_new))
     x_new, x_old = next_exponent(bound_x, x_exp, x_max == 0)
     v_shift, x_shift = v_new - v_old, x_new - x_old
-    facts = torch.stack([
-        within_limit(limit, bound_v, bound_x).to(torch.int64),
-        ((v_new != v_exp).any() | (x_new != x_exp).any()).to(torch.int64),
-        v_shift.clamp(0, MAX_PUSH_BITS).max(),
-        x_shift.clamp(0, MAX_PUSH_BITS).max(),
-    ])
+    facts = torch.stack(
+        [
+            within_limit(limit, bound_v, bound_x).to(torch.int64),
+            ((v_new != v_exp).any() | (x_new != x_exp).any()).to(torch.int64),
+            v_shift.clamp(0, MAX_PUSH_BITS).max(),
+            x_shift.clamp(0, MAX_PUSH_BITS).max(),
+        ]
+    )
     return x_new, v_new, x_shift, v_shift, facts
 
 
@@ -274,8 +304,9 @@ def momentum_exponents(fx, x, v, x_exp, v_exp, gamma: float, one_minus_gamma: fl
 
 
 @fused
-def momentum_forward(word, x, v, fx, x_exp, v_exp, x_shift, v_shift, one_minus_gamma: float, step: float,
-                     n: int, k: int, dtype):
+def momentum_forward(
+    word, x, v, fx, x_exp, v_exp, x_shift, v_shift, one_minus_gamma: float, step: float, n: int, k: int, dtype
+):
     """One exact forward step in one kernel: move :math:`V` to its new exponent, multiply, add the force,
     move :math:`X`, drift (``word, x, v`` in place); returns the decoded :math:`x'`."""
     new_word, new_v = shift_word(word, v, v_shift)
@@ -325,11 +356,15 @@ class MomentumScheme(Scheme):
         """:math:`\\gamma` as used (the exact dyadic rational of :meth:`coefficients`)."""
         return self.coefficients(h, eps).gamma
 
-    def _step(self, f, x, v, t, h, eps):
+    def _step(
+        self, f: VectorField, x: Tensor, v: Tensor, t: Time, h: float, eps: float
+    ) -> tuple[Tensor, Tensor]:
         rule = self.coefficients(h, eps)
         return rule.float_step(x, v, f(x, t))
 
-    def _inverse(self, f, x, v, t, h, eps):
+    def _inverse(
+        self, f: VectorField, x: Tensor, v: Tensor, t: Time, h: float, eps: float
+    ) -> tuple[Tensor, Tensor]:
         rule = self.coefficients(h, eps)
         if not rule.n:
             raise NotInvertibleError(

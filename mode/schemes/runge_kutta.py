@@ -12,11 +12,16 @@ slope :math:`(x_{n+1} - x_n)/h`.
 
 from __future__ import annotations
 
-from mode.ode import phase_space
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor
+
+from mode.ode import Time, VectorField, phase_space
 from mode.schemes.base import Scheme, first_order_velocity
 
 
-def _combine(y, h, coefficients, slopes):
+def _combine(y: Any, h: float, coefficients: Sequence[float], slopes: Sequence[Any]) -> Any:
     """:math:`y + h \\sum_j c_j k_j` on a tensor or on an ``(x, v)`` pair."""
     terms = [(c, k) for c, k in zip(coefficients, slopes, strict=True) if c != 0]
     if isinstance(y, tuple):
@@ -29,15 +34,24 @@ class ExplicitRungeKutta(Scheme):
 
     invertible = False
 
-    def __init__(self, name: str, order: int, a, b, c):
+    def __init__(
+        self,
+        name: str,
+        order: int,
+        a: Sequence[Sequence[float]],
+        b: Sequence[float],
+        c: Sequence[float],
+    ) -> None:
         self.name, self.order = name, order
         self.a, self.b, self.c = a, b, c
         self.evals_per_step = len(b)
 
-    def _step(self, f, x, v, t, h, eps):
+    def _step(
+        self, f: VectorField, x: Tensor, v: Tensor, t: Time, h: float, eps: float
+    ) -> tuple[Tensor, Tensor]:
         rhs = phase_space(f, eps)
         y = x if eps == 0 else (x, v)
-        slopes = []
+        slopes: list[Any] = []
         for a_i, c_i in zip(self.a, self.c, strict=True):
             slopes.append(rhs(t + c_i * h, _combine(y, h, a_i, slopes)))
         y_new = _combine(y, h, self.b, slopes)

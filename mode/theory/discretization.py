@@ -86,7 +86,8 @@ def check_scheme_orders() -> Verdict:
     DOC,
 )
 def check_small_mass_limit() -> Verdict:
-    """|x_eps(1) - x_0(1)|, x_eps by LSODA and x_0 by mode.odeint (dopri5), for v(0) = 0 and (1, 1, 1)."""
+    r""":math:`|x_\varepsilon(1) - x_0(1)|`, :math:`x_\varepsilon` by LSODA and :math:`x_0` by
+    :func:`mode.odeint` (dopri5), for :math:`v(0) = 0` and :math:`(1, 1, 1)`."""
     masses = np.array([0.04, 0.02, 0.01])
     limit = odeint(_FIELD, torch.from_numpy(_X0), eps=0.0, rtol=1e-12, atol=1e-14).x.numpy()
     worst = 0.0

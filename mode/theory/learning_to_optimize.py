@@ -205,7 +205,8 @@ def check_heavy_ball_rate() -> Verdict:
     DOC,
 )
 def check_readout_focusing() -> Verdict:
-    """Verlet network on x'' = -omega^2 x from inputs at rest: |x_L| relative to |x0|."""
+    r"""Verlet network on :math:`x'' = -\omega^2 x` from inputs at rest: :math:`|x_L|` relative to
+    :math:`|x_0|`."""
     worst = 0.0
     x0 = torch.from_numpy(np.random.default_rng(1).standard_normal((32, 1)))
     for omega, steps in ((1.0, 8), (3.0, 25)):

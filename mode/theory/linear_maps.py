@@ -18,10 +18,12 @@ from __future__ import annotations
 import functools
 import math
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg as sla
+from numpy.typing import ArrayLike
 from scipy.integrate import solve_ivp
 from scipy.optimize import brentq, minimize_scalar
 
@@ -39,9 +41,14 @@ __all__ = [
 
 DOC = "theory/linear_maps.md"
 
-#: Relative tolerance of the structural decisions (rank of a power, eigenvalue clustering, singularity).
+#: Relative tolerance of the structural decisions of :func:`max_reachable_scale` and
+#: :func:`momentum_logarithm` (rank of a power, eigenvalue clustering).
 DEFAULT_TOL = 1e-10
 _MACHINE_EPS = float(np.finfo(float).eps)
+#: has_real_logarithm ignores structure below ROUNDING_FACTOR * n * 2^-52 * ||M||_2 by default:
+#: a backward-stable computation of an n x n matrix (a product, an exponential, a similarity transform
+#: by a matrix of condition number up to about this factor) leaves an error of that order.
+ROUNDING_FACTOR = 100.0
 # Number of terms of the Maclaurin series of cosh(sqrt z) and sinh(sqrt z)/sqrt z used for |z| < 1:
 # the first omitted term is below 1/28! ~ 3e-30.
 _SERIES_TERMS = 14
@@ -92,8 +99,8 @@ def _positive(value, name: str) -> float:
     return value
 
 
-def _tolerance(tol) -> float:
-    return DEFAULT_TOL if tol is None else _positive(tol, "tol")
+def _tolerance(tol, default: float = DEFAULT_TOL) -> float:
+    return default if tol is None else _positive(tol, "tol")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -191,7 +198,7 @@ def _psi_and_slope(lam, eps: float, T: float) -> tuple[np.ndarray, np.ndarray]:
     return value, slope
 
 
-def psi(lam, eps, T=1.0):
+def psi(lam: ArrayLike, eps: float, T: float = 1.0) -> np.ndarray | float:
     r"""Time-:math:`T` value of the scalar momentum flow started at rest.
 
     :math:`\psi_\varepsilon(\lambda) = y(T)` where :math:`\varepsilon y'' + y' = \lambda y`,
@@ -287,7 +294,7 @@ def _critical_point(eps: float, T: float) -> tuple[float, float, float]:
     return lam, value, theta
 
 
-def m_eps(eps, T=1.0) -> float:
+def m_eps(eps: float, T: float = 1.0) -> float:
     r"""Minimum of :math:`\psi_\varepsilon` over the real line.
 
     .. math:: m_\varepsilon = \min_{\lambda \in \mathbb R}\psi_\varepsilon(\lambda)
@@ -318,7 +325,9 @@ def m_eps(eps, T=1.0) -> float:
     return _critical_point(_positive(eps, "eps"), _positive(T, "T"))[1]
 
 
-def m_eps_table(eps_values=(0.05, 0.1, 0.2, 0.5, 1, 2, 5), T=1.0) -> list[tuple[float, float, float]]:
+def m_eps_table(
+    eps_values: Iterable[float] = (0.05, 0.1, 0.2, 0.5, 1, 2, 5), T: float = 1.0
+) -> list[tuple[float, float, float]]:
     r"""Tabulate :math:`(\varepsilon, m_\varepsilon, \lambda^*_\varepsilon)` for the given masses.
 
     Parameters
@@ -353,7 +362,7 @@ def _phase_matrix(A: np.ndarray, eps: float) -> np.ndarray:
     return np.block([[zero, eye], [A / eps, -eye / eps]])
 
 
-def momentum_flow_matrix(A, eps, T=1.0) -> np.ndarray:
+def momentum_flow_matrix(A: ArrayLike, eps: float, T: float = 1.0) -> np.ndarray:
     r"""Time-:math:`T` map of :math:`\varepsilon x'' + x' = Ax` started at rest.
 
     .. math:: \Psi_\varepsilon(A) = \begin{bmatrix} I & 0\end{bmatrix}
@@ -561,7 +570,7 @@ def _sizes(weyr: tuple[int, ...]) -> list[int]:
 # --------------------------------------------------------------------------------------------------
 
 
-def has_real_logarithm(M, tol=None) -> bool:
+def has_real_logarithm(M: ArrayLike, tol: float | None = None) -> bool:
     r"""Whether a real matrix is :math:`e^{L}` for a real :math:`L` (Culver 1966).
 
     :math:`M = e^L` with :math:`L` real iff :math:`M` is nonsingular and, for every negative real
@@ -571,22 +580,44 @@ def has_real_logarithm(M, tol=None) -> bool:
     - \operatorname{rank}(M - \mu I)^j`, computed on the invariant subspace of the cluster of eigenvalues
     around :math:`\mu` (so that a defective eigenvalue split by rounding is recognised).
 
+    Every decision is relative to :math:`\|M\|_2`, so the verdict for :math:`cM`, :math:`c > 0`, is that
+    for :math:`M`: :math:`M` counts as singular when :math:`\sigma_{\min}(M) \le \mathrm{tol}\,\|M\|_2`,
+    a rank counts the singular values of :math:`(N/\|M\|_2)^j` above ``tol`` (:math:`N` the nilpotent part
+    on a cluster), and eigenvalues are clustered at :math:`\|M\|_2\,\mathrm{tol}^{1/\min(n, 8)}` (the
+    spread that a perturbation of relative size ``tol`` gives a Jordan block of that size).
+
+    Numerically undecidable input: existence of a real logarithm is not continuous in :math:`M`. Every
+    neighbourhood of :math:`-I_2` (which has one) contains matrices without one, e.g.
+    :math:`\begin{bmatrix}-1 & \delta\\ 0 & -1\end{bmatrix}` (one Jordan block) and
+    :math:`\operatorname{diag}(-1, -1-\delta)`, and matrices with one, e.g. the pair
+    :math:`-1 \pm i\delta`; likewise a nonsingular matrix is within :math:`\sigma_{\min}` of a singular
+    one. The verdict is therefore that of the structured matrix within relative distance about ``tol``:
+    :math:`\begin{bmatrix}-1 & 10^{-12}\\ 0 & -1\end{bmatrix}` is ``False`` at the default ``tol``
+    (:math:`4.4\cdot 10^{-14}` for :math:`n = 2`) and ``True`` at ``tol=1e-10``, which treats it as
+    :math:`-I_2`. Set ``tol`` at least to the relative error already in :math:`M` (e.g. from its
+    computation, or from a similarity transform by an ill-conditioned matrix); a ``tol`` below the
+    rounding level lets rounding noise decide.
+
     Parameters
     ----------
     M : (n, n) array_like
         Real matrix.
     tol : float, optional
-        Relative tolerance (default :data:`DEFAULT_TOL`): singular values of :math:`(N/\|M\|_2)^j` below
-        it count as zero, and :math:`M` is treated as singular when
-        :math:`\sigma_{\min}(M) \le \mathrm{tol}\,\|M\|_2`. Nearly defective or nearly singular input is
-        judged by the structured matrix it is within about this relative distance of.
+        Positive relative tolerance of the decisions above; default :data:`.ROUNDING_FACTOR` :math:`\cdot\,
+        n \cdot 2^{-52}`, i.e. :math:`2.2\cdot 10^{-14}\,n`: float64 rounding of a computed matrix, so
+        that, e.g., ``diag(1, 1e-11)`` counts as nonsingular.
 
     Returns
     -------
     bool
+
+    Raises
+    ------
+    ValueError
+        If ``tol`` is not a finite positive number, or ``M`` is not a finite non-empty square matrix.
     """
     M = _as_real_square(M, "M")
-    tol = _tolerance(tol)
+    tol = _tolerance(tol, ROUNDING_FACTOR * M.shape[0] * _MACHINE_EPS)
     singular_values = np.linalg.svd(M, compute_uv=False)
     if singular_values[-1] <= tol * singular_values[0]:
         return False
@@ -621,7 +652,7 @@ def _scale_bound(clusters: list[_Cluster], value: float, zero: float) -> float:
     return min(bounds, default=math.inf)
 
 
-def max_reachable_scale(D, eps, T=1.0, tol=None) -> float:
+def max_reachable_scale(D: ArrayLike, eps: float, T: float = 1.0, tol: float | None = None) -> float:
     r"""Supremum of the scales :math:`s` for which :math:`sD` is the time-:math:`T` map of a momentum flow.
 
     By LM-6 the set of :math:`s > 0` with :math:`sD \in \Psi_\varepsilon(\mathbb R^{n\times n})` is the
@@ -642,7 +673,8 @@ def max_reachable_scale(D, eps, T=1.0, tol=None) -> float:
     eps, T : float
         Mass and horizon, both positive.
     tol : float, optional
-        Relative tolerance of the Jordan-structure decisions (see :func:`has_real_logarithm`).
+        Relative tolerance of the Jordan-structure decisions (see :func:`has_real_logarithm`); default
+        :data:`.DEFAULT_TOL`.
 
     Returns
     -------
@@ -1069,7 +1101,9 @@ def _gauss_newton_polish(A: np.ndarray, D: np.ndarray, eps: float, T: float, ste
     return A
 
 
-def momentum_logarithm(D, eps, T=1.0, *, tol=None, rtol=1e-8) -> np.ndarray:
+def momentum_logarithm(
+    D: ArrayLike, eps: float, T: float = 1.0, *, tol: float | None = None, rtol: float = 1e-8
+) -> np.ndarray:
     r"""A real :math:`A` with :math:`\Psi_\varepsilon(A) = D`: the linear field whose momentum flow maps as D.
 
     Solves :math:`\Psi_\varepsilon(A) = D`, i.e. :math:`x(T) = Dx(0)` for
@@ -1093,7 +1127,8 @@ def momentum_logarithm(D, eps, T=1.0, *, tol=None, rtol=1e-8) -> np.ndarray:
     eps, T : float
         Mass and horizon, both positive.
     tol : float, optional
-        Relative tolerance of the Jordan-structure decisions (see :func:`has_real_logarithm`); a real
+        Relative tolerance of the Jordan-structure decisions (see :func:`has_real_logarithm`; default
+        :data:`.DEFAULT_TOL`); a real
         eigenvalue within ``min(tol * max(||D||_2, |m_eps|), |m_eps| / 2)`` of :math:`m_\varepsilon` is
         treated as equal to it.
     rtol : float, optional
@@ -1117,6 +1152,15 @@ def momentum_logarithm(D, eps, T=1.0, *, tol=None, rtol=1e-8) -> np.ndarray:
         flow, :math:`T/\varepsilon \gtrsim 10^9`, whose phase-space exponential loses accuracy), or if an
         eigenvalue below :math:`m_\varepsilon` meets an :math:`m_\varepsilon` that underflows to ``-0.0``
         (:math:`T/\varepsilon \gtrsim 1400`).
+
+    Notes
+    -----
+    The check is itself float64: for Jordan blocks of :math:`D` at eigenvalues near 0 and
+    :math:`T/\varepsilon \gtrsim 40`, :math:`|A| \sim 1/|\psi'| \sim e^{T/(2\varepsilon)}` makes
+    :math:`A \mapsto \Psi_\varepsilon(A)` so ill-conditioned that the check can neither certify nor
+    reliably reject the result (``theory/linear_maps.md``, Numerical method, Limits): a returned :math:`A`
+    may then have an exact residual above ``rtol`` (:math:`4\cdot10^{-8}` for :math:`J_2(0)` at
+    :math:`T/\varepsilon = 64`).
     """
     D = _as_real_square(D, "D")
     eps, T, tol = _positive(eps, "eps"), _positive(T, "T"), _tolerance(tol)
@@ -1178,11 +1222,11 @@ def _verdict(measured, tolerance: str, passed) -> Verdict:
     return Verdict(float(measured), tolerance, bool(passed))
 
 
-def _integrated_psi(lam, eps: float, T: float, derivative: bool = False):
+def _integrated_psi(lam, eps: float, T: float, derivative: bool = False, rtol: float = _ODE_RTOL):
     r"""Integrate :math:`\varepsilon y'' + y' = \lambda y`, :math:`y(0) = 1`, :math:`y'(0) = 0`, for many
     :math:`\lambda` at once; optionally also :math:`w = \partial y/\partial\lambda`, which solves
     :math:`\varepsilon w'' + w' = \lambda w + y`, :math:`w(0) = w'(0) = 0`. Returns :math:`y(T)`
-    (and :math:`w(T)`).
+    (and :math:`w(T)`), at relative tolerance ``rtol``.
     """
     lam = np.asarray(lam, dtype=complex).ravel()
     k = lam.size
@@ -1197,7 +1241,7 @@ def _integrated_psi(lam, eps: float, T: float, derivative: bool = False):
 
     y0 = np.zeros((4 if derivative else 2) * k, dtype=complex)
     y0[:k] = 1.0
-    end = solve_ivp(rhs, (0.0, T), y0, method="DOP853", rtol=_ODE_RTOL, atol=1e-14).y[:, -1]
+    end = solve_ivp(rhs, (0.0, T), y0, method="DOP853", rtol=rtol, atol=1e-14).y[:, -1]
     return (end[:k], end[2 * k : 3 * k]) if derivative else end[:k]
 
 
@@ -1388,6 +1432,13 @@ def _winding_number(values: np.ndarray) -> int | None:
     return round(turns)
 
 
+def _sign_changes(values: np.ndarray) -> int:
+    """Number of sign changes along a real sequence (exact zeros skipped)."""
+    signs = np.sign(values)
+    signs = signs[signs != 0]
+    return int(np.sum(signs[1:] != signs[:-1]))
+
+
 @claim(
     "LM-4",
     "psi_eps is entire of order 1/2 with only real zeros and only real critical points (all left of "
@@ -1395,21 +1446,44 @@ def _winding_number(values: np.ndarray) -> int | None:
     DOC,
 )
 def check_critical_points_real() -> Verdict:
-    """Argument principle for psi and psi' (integrated variational ODE) on a box above the real axis."""
-    windings, zero_residual, simple = [], 0.0, True
+    r"""Argument principle for psi and psi' on disks, against their real sign changes (integrated ODE).
+
+    On the circle :math:`|z| = R`, i.e. :math:`|\lambda - \lambda_c| = R\varepsilon/T^2`, the winding
+    number of the integrated :math:`\psi` (of :math:`\psi'`, from the variational equation) is the number
+    of its zeros in the disk, with multiplicity. It must equal the number of sign changes along the real
+    diameter, all left of :math:`\lambda_c`: then every zero in the disk is real, simple and below
+    :math:`\lambda_c`. The radii :math:`R = ((k + 1/4)\pi)^2` put :math:`\theta = \sqrt{-z}` between a
+    critical point of :math:`g` (just above :math:`k\pi`) and a zero (in :math:`((k + 1/2)\pi, (k+1)\pi)`);
+    a circle that passes too close to a zero makes ``_winding_number`` undecided, and the check fails.
+    """
+    counts_match, zero_residual, simple = True, 0.0, True
+    radii = [((k + 0.25) * math.pi) ** 2 for k in (4, 9, 17)]
     for eps in (0.3, 1.0):
-        # Zeros of psi and psi' are symmetric under conjugation, so one box above the axis suffices; the
-        # bottom edge runs close to the real zeros and is sampled densely enough to follow the phase.
-        left, right, low, high = -30.0 / eps, 10.0, 0.6, 6.0 / eps
-        corners = [left + 1j * low, right + 1j * low, right + 1j * high, left + 1j * high, left + 1j * low]
-        path = np.concatenate(
-            [
-                start + (stop - start) * np.linspace(0.0, 1.0, count, endpoint=False)
-                for start, stop, count in zip(corners[:-1], corners[1:], (1500, 200, 600, 200), strict=True)
-            ]
-        )
-        values, slopes = _integrated_psi(path, eps, 1.0, derivative=True)
-        windings += [_winding_number(values), _winding_number(slopes)]
+        center = -1 / (4 * eps)
+        # The phase of psi turns at about sqrt(R)/2 per radian of the circle: 8 sqrt(R) samples keep each
+        # step near 0.4 rad, well inside the pi/2 that _winding_number accepts.
+        circles = [
+            center + R * eps * np.exp(2j * np.pi * np.arange(count) / count)
+            for R in radii
+            for count in [int(8 * math.sqrt(R))]
+        ]
+        # The real diameter of the largest disk, uniform in theta (zeros of psi, and of psi', are about pi
+        # apart there: ~25 samples); psi is increasing right of the centre (LM-3), few samples suffice.
+        theta = np.linspace(0.0, math.sqrt(radii[-1]), int(8 * math.sqrt(radii[-1])))
+        right = center + np.linspace(0.0, radii[-1] * eps, 41)[1:]
+        diameter = np.concatenate([center - eps * theta[::-1] ** 2, right])
+        # rtol 1e-9: only phases and signs are read, and it halves the steps of the oscillatory flow.
+        values, slopes = _integrated_psi(np.concatenate([*circles, diameter]), eps, 1.0, True, rtol=1e-9)
+        on_diameter = (values[-diameter.size :].real, slopes[-diameter.size :].real)
+        offset = 0
+        for R, circle in zip(radii, circles, strict=True):
+            windings = [_winding_number(f[offset : offset + circle.size]) for f in (values, slopes)]
+            offset += circle.size
+            inside = np.abs(diameter - center) < R * eps
+            left = inside & (diameter < center)
+            for winding, f in zip(windings, on_diameter, strict=True):
+                counts_match &= winding is not None and winding == _sign_changes(f[left])
+                counts_match &= _sign_changes(f[inside & ~left]) == 0
         # The real zero: theta0 in (pi/2, pi) solving theta cos theta + b sin theta = 0, mapped to lambda.
         b = 1 / (2 * eps)
         theta0 = brentq(lambda t, b=b: t * math.cos(t) + b * math.sin(t), math.pi / 2, math.pi)
@@ -1422,8 +1496,9 @@ def check_critical_points_real() -> Verdict:
         zero_residual = max(zero_residual, abs(value[0]), np.abs(collapse).max(), np.abs(from_log).max())
     return _verdict(
         zero_residual,
-        "winding numbers of psi, psi' == 0; |psi(lam0)|, ||Psi(lam0 I)|| <= 1e-9; psi'(lam0) != 0",
-        windings == [0] * len(windings) and zero_residual <= 1e-9 and simple,
+        "on |z| = R, 178 <= R <= 2937: windings of psi, psi' == their real sign changes, all left of "
+        "lam_c; |psi(lam0)|, ||Psi(lam0 I)|| <= 1e-9; psi'(lam0) != 0",
+        counts_match and zero_residual <= 1e-9 and simple,
     )
 
 
@@ -1532,17 +1607,42 @@ def check_up_to_scale() -> Verdict:
     DOC,
 )
 def check_exponentials_reachable() -> Verdict:
-    """e^L for random L, including rotations by about pi (paired negative eigenvalues)."""
+    r"""e^L with negative eigenvalues below m_eps, built from a chosen real Jordan form of L.
+
+    :math:`L = S B S^{-1}` with :math:`B` a direct sum of rotation-by-:math:`\pi` blocks
+    :math:`C(a) = aI + \pi J` (:math:`e^{C(a)} = -e^a I_2`), so :math:`D = e^L` has the negative eigenvalue
+    :math:`-e^a` with two Jordan blocks: semisimple (:math:`n = 2`), two blocks of size 2 (:math:`n = 4`,
+    :math:`B = [[C, I], [0, C]]`), or two distinct such eigenvalues and a positive one (:math:`n = 5`).
+    Each case is confirmed from ``numpy.linalg.eigvals`` and an SVD rank (eigenvalue multiplicity and
+    number of Jordan blocks), and every scale :math:`s` tried puts each :math:`s\mu` below
+    :math:`-1 < m_\varepsilon` (LM-3 (5)), where LM-5 (a) is the binding condition.
+    """
     rng = np.random.default_rng(3)
+    rotation = {a: a * np.eye(2) + _rotation(np.pi) for a in (0.3, -0.4)}
+    designs = [
+        # (B, {negative eigenvalue of e^B: algebraic multiplicity}); each has exactly two Jordan blocks.
+        (rotation[0.3], {-math.exp(0.3): 2}),
+        (np.block([[rotation[0.3], np.eye(2)], [np.zeros((2, 2)), rotation[0.3]]]), {-math.exp(0.3): 4}),
+        (sla.block_diag(rotation[0.3], rotation[-0.4], [[0.5]]), {-math.exp(0.3): 2, -math.exp(-0.4): 2}),
+    ]
     worst, wrong = 0.0, 0
     for eps, T in ((0.2, 1.0), (1.0, 2.0)):
-        for n in (2, 4, 5):
-            L = rng.standard_normal((n, n))
-            L[:2, :2] = _rotation(np.pi) + 0.3 * np.eye(2)
+        for B, negative in designs:
+            n = B.shape[0]
             S = rng.standard_normal((n, n))
-            D = S @ sla.expm(L) @ np.linalg.inv(S)
+            D = S @ sla.expm(B) @ np.linalg.inv(S)
+            eigenvalues = np.linalg.eigvals(D)
+            for mu, multiplicity in negative.items():
+                near = int(np.sum(np.abs(eigenvalues - mu) < 1e-4 * abs(mu)))
+                singular_values = np.linalg.svd(D - mu * np.eye(n), compute_uv=False)
+                blocks = int(np.sum(singular_values <= 1e-8 * np.linalg.norm(D, 2)))
+                wrong += near != multiplicity or blocks != 2
             wrong += not np.isinf(max_reachable_scale(D, eps, T))
-            worst = max(worst, _flow_error(momentum_logarithm(D, eps, T), D, eps, T))
+            for s in (2.0, 5.0):
+                wrong += not s * max(negative) < -1.0
+                worst = max(worst, _flow_error(momentum_logarithm(s * D, eps, T), s * D, eps, T))
     return _verdict(
-        worst + wrong, "ODE residual <= 1e-7 and max_reachable_scale == inf", worst <= 1e-7 and wrong == 0
+        worst + wrong,
+        "cases have paired eigenvalues s*mu < -1 < m_eps; ODE residual <= 1e-7; max_reachable_scale == inf",
+        worst <= 1e-7 and wrong == 0,
     )

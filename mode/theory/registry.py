@@ -29,6 +29,7 @@ class Claim:
     check: Callable[[], Verdict]
 
 
+#: Every registered claim, by ID (``LM-1``, ``FP-5``, ...), in registration order.
 CLAIMS: dict[str, Claim] = {}
 
 

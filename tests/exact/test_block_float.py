@@ -100,14 +100,19 @@ def test_rescale_is_undone_exactly(values, old, new):
     y = torch.tensor(values, dtype=torch.int64).reshape(2, 2)
     old, new = torch.tensor(old).reshape(2, 1), torch.tensor(new).reshape(2, 1)
     # a left shift must fit: only move a sample to a finer exponent if its values allow it
-    fits = y.abs().amax(dim=1, keepdim=True) < 2 ** 60 >> (old - new).clamp(min=0, max=62)
+    fits = y.abs().amax(dim=1, keepdim=True) < 2**60 >> (old - new).clamp(min=0, max=62)
     new = torch.where(fits, new, old.clamp(min=new))
     stack = BitStack(y)
     moved = rescale(stack, y, old, new)
     # the moved mantissas represent the values up to one unit of the new grid
     shift = (new - old).clamp(min=0)
-    assert bool(((moved << 0) == torch.where(shift >= 62, torch.zeros_like(y), y >> shift.clamp(max=61))
-                 << (old - new).clamp(min=0)).all())
+    assert bool(
+        (
+            (moved << 0)
+            == torch.where(shift >= 62, torch.zeros_like(y), y >> shift.clamp(max=61))
+            << (old - new).clamp(min=0)
+        ).all()
+    )
     assert torch.equal(unscale(stack, moved, old, new), y)
     assert stack.is_empty()
 
@@ -127,9 +132,7 @@ def test_push_bits_round_trips_every_shift(rows):
 divisors = st.one_of(
     st.just(ESTIMATE_MIN_DIVISOR), st.just(2**53 - 1), st.integers(ESTIMATE_MIN_DIVISOR, 2**53 - 1)
 )
-dividends = st.one_of(
-    st.just(2**63 - 1), st.just(-(2**62)), st.just(0), st.integers(-(2**62), 2**63 - 1)
-)
+dividends = st.one_of(st.just(2**63 - 1), st.just(-(2**62)), st.just(0), st.integers(-(2**62), 2**63 - 1))
 
 
 @settings(max_examples=300, deadline=None)

@@ -71,7 +71,10 @@ def test_compile_switch_is_read_from_the_environment():
     for value, expected in (("0", "False"), ("1", "True")):
         out = subprocess.run(
             [sys.executable, "-c", "import mode.exact; print(mode.exact.compile_enabled())"],
-            env={**os.environ, "MODE_COMPILE": value}, capture_output=True, text=True, check=True,
+            env={**os.environ, "MODE_COMPILE": value},
+            capture_output=True,
+            text=True,
+            check=True,
         )
         assert out.stdout.strip() == expected
 

@@ -87,6 +87,21 @@ def test_wrong_rate_fails_fp1(monkeypatch):
     assert refuted("FP-1")
 
 
+@pytest.mark.parametrize("tilt", [0.03, -0.03])
+def test_misstated_growth_fails_fp1(monkeypatch, tilt):
+    # 0.03 per step off log(1/gamma): outside the proved band widened by the injected errors' remainder,
+    # though within the 5% of the rate that a fit over depths allowed at gamma = 0.3 and 0.5.
+    right = fp.reversal_profile
+
+    def tilted(net, x0):
+        profile = right(net, x0)
+        steps = np.arange(profile.error.size)
+        return dataclasses.replace(profile, error=profile.error * np.exp(tilt * steps * net.step))
+
+    monkeypatch.setattr(fp, "reversal_profile", tilted)
+    assert refuted("FP-1")
+
+
 def test_wrong_rate_fails_fp2(monkeypatch):
     right = fp.growth_rate_band
     monkeypatch.setattr(fp, "growth_rate_band", lambda g, h, lip: tuple(0.8 * b for b in right(g, h, lip)))
@@ -176,7 +191,11 @@ def test_wrong_stack_bound_fails_fp4(monkeypatch, which):
 #: A corner of FP-5's grid that still has exponent moves both ways, a hysteresis gap of 4, relabelled zero
 #: samples and the two stack-loading runs: the sabotage tests below run the check on it (about 2 s).
 SMALL_FP5 = {
-    "exponents": ("sample",), "dtypes": (torch.float64,), "scales": (1e-4,), "gammas": (0.3,), "depths": (40,)
+    "exponents": ("sample",),
+    "dtypes": (torch.float64,),
+    "scales": (1e-4,),
+    "gammas": (0.3,),
+    "depths": (40,),
 }
 
 
@@ -208,8 +227,12 @@ def test_exponent_stack_bounds_hold_after_every_push(k, numerator, widths, seed,
     # step makes them; the bits count depends on the schedule only, which reserve() sets.
     rng = random.Random(seed)
     n = _numerator(k, numerator, rng)
-    width = {"none": lambda: 0, "small": lambda: rng.randint(0, 3), "wide": lambda: rng.randint(28, 62),
-             "any": lambda: rng.randint(0, 62)}[widths]
+    width = {
+        "none": lambda: 0,
+        "small": lambda: rng.randint(0, 3),
+        "wide": lambda: rng.randint(28, 62),
+        "any": lambda: rng.randint(0, 62),
+    }[widths]
     stack = BitStack(torch.zeros(3, dtype=torch.int64))
     for _ in range(length):
         kind, fused = rng.random(), (("bits", width()), ("multiply", n, k), ("bits", width()))

@@ -83,6 +83,31 @@ def test_registered_check_can_fail(claim_id, monkeypatch):
     assert not verdict.passed
 
 
+def test_disk_count_sees_non_real_zeros_near_the_axis(monkeypatch):
+    """A psi with an extra conjugate pair of zeros at distance 0.01 from the real axis fails LM-4."""
+    integrated = lm._integrated_psi
+    pair = -20.0 + 0.01j
+
+    def with_pair(lam, eps, T, derivative=False, rtol=lm._ODE_RTOL):
+        lam_flat = np.asarray(lam, dtype=complex).ravel()
+        q = (lam_flat - pair) * (lam_flat - np.conj(pair))
+        dq = 2 * lam_flat - 2 * pair.real
+        if not derivative:
+            return integrated(lam, eps, T, rtol=rtol) * q
+        value, slope = integrated(lam, eps, T, True, rtol=rtol)
+        return value * q, slope * q + value * dq
+
+    monkeypatch.setattr(lm, "_integrated_psi", with_pair)
+    assert not CLAIMS["LM-4"].check().passed
+
+
+def test_exponential_cases_must_have_negative_eigenvalues(monkeypatch):
+    """Rotations by pi/2 instead of pi leave D without negative eigenvalues: LM-7's case check fails."""
+    rotation = lm._rotation
+    monkeypatch.setattr(lm, "_rotation", lambda angle: rotation(angle / 2))
+    assert not CLAIMS["LM-7"].check().passed
+
+
 # ------------------------------------------------------------------ psi and Psi
 
 
@@ -189,6 +214,71 @@ def test_has_real_logarithm_negative_determinant_odd_dimension():
         M = rng.standard_normal((n, n))
         M[0] *= -np.sign(np.linalg.det(M))
         assert np.linalg.det(M) < 0 and lm.has_real_logarithm(M) is False
+
+
+def test_has_real_logarithm_nonsingular_despite_small_singular_value():
+    assert lm.has_real_logarithm(np.diag([1.0, 1e-11])) is True
+    assert lm.has_real_logarithm(np.diag([1e-11, 1e-12])) is True
+    assert lm.has_real_logarithm(np.diag([1.0, -1e-11])) is False
+    assert lm.has_real_logarithm(np.diag([1.0, 1e-11]), tol=1e-10) is False
+
+
+@pytest.mark.parametrize(
+    "M",
+    [
+        -np.eye(3),
+        -np.eye(2),
+        np.diag([-1.0, -2.0]),
+        np.diag([-1.0, -1.0]),
+        np.diag([1e-11, 1e-12]),
+        np.array([[math.cos(1.0), -math.sin(1.0)], [math.sin(1.0), math.cos(1.0)]]),
+        jordan(-2.0, 2),
+        sla.block_diag(jordan(-1.0, 2), jordan(-1.0, 2)),
+        conjugated(sla.block_diag(jordan(-2.0, 3), jordan(-2.0, 2)), 4),
+    ],
+)
+def test_has_real_logarithm_is_scale_invariant(M):
+    expected = lm.has_real_logarithm(M)
+    for c in (1e-8, 1e-4, 0.3, 7.0, 1e4, 1e8):
+        assert lm.has_real_logarithm(c * M) is expected
+
+
+def test_has_real_logarithm_singular_is_false():
+    M = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [5.0, 7.0, 9.0]])
+    assert lm.has_real_logarithm(M) is False
+    assert lm.has_real_logarithm(np.diag([2.0, 1e-20])) is False
+
+
+def test_has_real_logarithm_undecidable_pair_follows_tol():
+    """[[-1, d], [0, -1]] (one Jordan block, no real log) is d away from -I_2 (which has one)."""
+    block = np.array([[-1.0, 1e-12], [0.0, -1.0]])
+    assert lm.has_real_logarithm(-np.eye(2)) is True
+    assert lm.has_real_logarithm(block) is False
+    assert lm.has_real_logarithm(block, tol=1e-10) is True
+    assert lm.has_real_logarithm(-np.eye(2), tol=1e-10) is True
+    # Two distinct negative eigenvalues 1e-11 apart: no real log, unless tol merges them into -I_2.
+    assert lm.has_real_logarithm(np.diag([-1.0, -1.0 - 1e-11])) is False
+    assert lm.has_real_logarithm(np.diag([-1.0, -1.0 - 1e-11]), tol=1e-10) is True
+    # Below the rounding level the off-diagonal entry is not seen.
+    assert lm.has_real_logarithm(np.array([[-1.0, 1e-16], [0.0, -1.0]])) is True
+
+
+@pytest.mark.parametrize("tol", [-1e-10, 0.0, math.inf, math.nan])
+def test_has_real_logarithm_validates_tol(tol):
+    with pytest.raises(ValueError, match="tol"):
+        lm.has_real_logarithm(-np.eye(2), tol=tol)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    A=st.integers(1, 5).flatmap(
+        lambda n: arrays(
+            np.float64, (n, n), elements=st.floats(-2, 2, allow_nan=False, allow_subnormal=False)
+        )
+    )
+)
+def test_expm_of_moderate_matrices_has_real_logarithm(A):
+    assert lm.has_real_logarithm(sla.expm(A))
 
 
 @pytest.mark.parametrize(
