@@ -232,9 +232,12 @@ def refine(model: LinearModel, target: torch.Tensor, steps: int) -> list[float]:
     :math:`\|A\| \to \infty`). Returns the loss after each kept step.
     """
     weight = model.field.weight
-    with torch.no_grad():
-        cost = float(((model.matrix() - target) ** 2).sum())
-    damping, history = 1e-3, []
+
+    def exact_loss() -> float:
+        with torch.no_grad():
+            return float(((model.matrix() - target) ** 2).sum())
+
+    cost, damping, history = exact_loss(), 1e-3, []
     for _ in range(steps):
         residual = (model.matrix() - target).reshape(-1)
         jacobian = torch.stack(
@@ -249,7 +252,7 @@ def refine(model: LinearModel, target: torch.Tensor, steps: int) -> list[float]:
             step = torch.linalg.solve(gram + damping * scale, -gradient)
             with torch.no_grad():
                 weight.copy_(start + step.reshape(start.shape))
-                trial = float(((model.matrix() - target) ** 2).sum())
+            trial = exact_loss()
             if trial < cost:
                 cost, damping = trial, damping / 3
                 history.append(cost)
