@@ -103,6 +103,16 @@ def mlp(generator: torch.Generator, hidden: int = HIDDEN, dim: int = 1, first_sc
     return net
 
 
+def linear_net_slopes(lam, gamma: float) -> np.ndarray:
+    r""":math:`p(\lambda)`: the tied ``DEPTH``-layer net with :math:`f(x) = \lambda x` (:math:`v_0 = 0`, unit
+    steps) maps :math:`x` to :math:`p(\lambda)x`, a polynomial of degree ``DEPTH`` in :math:`\lambda`; one
+    value per entry of ``lam``."""
+    lam = torch.as_tensor(np.atleast_1d(lam), dtype=DTYPE)[:, None]
+    net = mode.MomentumNet([lambda z: lam * z] * DEPTH, gamma=gamma, backprop="autograd")
+    with torch.no_grad():
+        return net(torch.ones_like(lam))[:, 0].numpy()
+
+
 def best_linear_map_mse(x: torch.Tensor, weights: torch.Tensor) -> float:
     r""":math:`\min_c \mathbb E(cX - \text{target}(X))^2` under the quadrature (``x``, ``weights``).
 

@@ -53,7 +53,7 @@ import torch
 from scipy.optimize import brentq, minimize_scalar
 
 import mode
-from mode.experiments.crossing_1d import DEPTH, DTYPE, mlp, node_map, trajectory
+from mode.experiments.crossing_1d import DEPTH, DTYPE, linear_net_slopes, mlp, node_map, trajectory
 from mode.experiments.linear_maps import ATTAINED_TOL, first_order_floor, momentum_infimum, momentum_matrix
 from mode.experiments.registry import criterion, experiment
 from mode.experiments.training import fit
@@ -67,15 +67,6 @@ SLACK = 1e-6
 #: The gamma = 0.99 net's 1-D loss must lie within this factor of the first trough of its linear fields,
 #: on both sides (module docstring; measured ratios 1.1 to 1.5).
 TROUGH_FACTOR = 2.0
-
-
-def linear_net_slopes(lam: np.ndarray, gamma: float = GAMMA) -> np.ndarray:
-    r""":math:`p(\lambda)`: the tied net with :math:`f(x) = \lambda x` (:math:`v_0 = 0`) maps :math:`x` to
-    :math:`p(\lambda)x`; one batch row per :math:`\lambda`."""
-    lam = torch.as_tensor(np.atleast_1d(lam), dtype=DTYPE)[:, None]
-    net = mode.MomentumNet([lambda z: lam * z] * DEPTH, gamma=gamma, backprop="autograd")
-    with torch.no_grad():
-        return net(torch.ones_like(lam))[:, 0].numpy()
 
 
 def linear_net_landmarks(gamma: float = GAMMA) -> tuple[float, float, float]:

@@ -7,7 +7,6 @@ The bound it uses is the trained discrete net's (4/175, any linear map), not the
 import pytest
 import torch
 
-import mode
 import mode.experiments.crossing_1d as crossing_1d
 from mode.experiments import run_experiment
 from mode.theory.one_dimensional import linear_momentum_fit
@@ -17,12 +16,6 @@ GAMMA = 0.9
 CRITERION = f"momentum gamma={GAMMA} MSE < {crossing_1d.LINEAR_MARGIN} x best linear map (4/175)"
 
 
-def _linear_net_slope(lam: float) -> float:
-    # The map of the tied net with f(x) = lam x is x -> slope x: its value at 1.
-    net = mode.MomentumNet([lambda x: lam * x] * crossing_1d.DEPTH, gamma=GAMMA, backprop="autograd")
-    return float(net(torch.ones(1, 1, dtype=crossing_1d.DTYPE)))
-
-
 def test_a_linear_field_of_the_net_beats_the_linear_flow_bound():
     x, w = crossing_1d.quadrature()
     best = crossing_1d.best_linear_map_mse(x, w)
@@ -30,7 +23,7 @@ def test_a_linear_field_of_the_net_beats_the_linear_flow_bound():
     flow = linear_momentum_fit(eps=1 / (1 - GAMMA), T=float(crossing_1d.DEPTH))[0]
     # lambda values of the degree-15 slope polynomial: one below the flow's bound, one at every linear map's
     for lam, slope, mse in ((-9.031, -0.5067, 0.0258), (-23.1182568, -0.6, 4 / 175)):
-        c = _linear_net_slope(lam)
+        c = float(crossing_1d.linear_net_slopes(lam, GAMMA)[0])
         assert c == pytest.approx(slope, abs=1e-4)
         assert c**2 / 3 + 2 * c / 5 + 1 / 7 == pytest.approx(mse, abs=1e-4)
         assert mse < flow

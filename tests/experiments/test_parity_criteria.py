@@ -21,7 +21,7 @@ MINUS_I = "-I_3 momentum eps=4 relative excess over the theory optimum"
 def test_the_linear_fields_of_the_net():
     lam1, slope1, exact = parity.linear_net_landmarks()
     assert lam1 == pytest.approx(-4.1476, abs=1e-3) and (1 + slope1) ** 2 == pytest.approx(0.004872, abs=1e-6)
-    assert parity.linear_net_slopes(exact)[0] == pytest.approx(-1.0, abs=1e-9)
+    assert parity.linear_net_slopes(exact, parity.GAMMA)[0] == pytest.approx(-1.0, abs=1e-9)
     # the first trough is the flow's half turn, within 6 % of its value
     flow = (1 + m_eps(1 / (1 - parity.GAMMA), T=float(parity.DEPTH))) ** 2
     assert abs(1 + slope1) ** 2 / flow == pytest.approx(0.94, abs=0.01)
