@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mode.cli import usage_error
-from mode.experiments.runner import load, reproduce, resolve, run_experiment
+from mode.experiments.runner import load, reproduce, resolve, resolve_all, run_experiment
 
 
 def _experiment(args) -> int:
@@ -25,8 +25,7 @@ def _experiment(args) -> int:
 
 def _reproduce(args) -> int:
     try:
-        for name in load():
-            resolve(name, args.out, "--out")
+        resolve_all(args.out, "--out")
     except ValueError as error:
         return usage_error("reproduce", str(error))
     results, report = reproduce(quick=args.quick, seed=args.seed, out=args.out, data=args.data)

@@ -64,6 +64,15 @@ def resolve(name: str, out="runs", option: str = "out") -> tuple[Experiment, Pat
     return registry[name], check_output_dir(Path(out) / name, option)
 
 
+def resolve_all(out="runs", option: str = "out") -> list[str]:
+    """The registered experiments' names, in report order, once every one's output folder ``out/name`` is
+    checked (:func:`resolve`); raises its ``ValueError`` before anything runs."""
+    names = list(load())
+    for name in names:
+        resolve(name, out, option)
+    return names
+
+
 def run_experiment(name: str, *, quick: bool = False, seed: int = 0, out="runs", data=None) -> dict:
     """Run experiment ``name`` into ``out/name/`` and return what ``results.json`` holds.
 
@@ -128,10 +137,7 @@ def write_report(results: list[dict], out: Path) -> Path:
 
 
 def reproduce(*, quick: bool = False, seed: int = 0, out="runs", data=None) -> tuple[list[dict], Path]:
-    """Run every experiment and write ``out/report.md``; every output folder is checked (:func:`.resolve`)
-    before the first experiment runs."""
-    names = list(load())
-    for name in names:
-        resolve(name, out)
-    results = [run_experiment(name, quick=quick, seed=seed, out=out, data=data) for name in names]
+    """Run every experiment and write ``out/report.md``; every output folder is checked
+    (:func:`.resolve_all`) before the first experiment runs."""
+    results = [run_experiment(name, quick=quick, seed=seed, out=out, data=data) for name in resolve_all(out)]
     return results, write_report(results, Path(out))
