@@ -55,6 +55,12 @@ def _standalone_key(path: str | None, index: str, rest: str, init: str = "v0", b
     return f"{path}.{local}" if path else local
 
 
+def _check_sub_layers(sub_layers) -> None:
+    # a single path would otherwise be iterated as its characters
+    if isinstance(sub_layers, str):
+        raise TypeError(f"sub_layers must be a sequence of dotted module paths, got the str {sub_layers!r}")
+
+
 def convert_state_dict(state_dict, sub_layers: Sequence[str] = (), keep_first_layer: bool = True) -> dict:
     """Translate a ``momentumnet`` checkpoint's keys to those of this library's models.
 
@@ -85,8 +91,7 @@ def convert_state_dict(state_dict, sub_layers: Sequence[str] = (), keep_first_la
         A key under one of ``sub_layers`` is not laid out as ``transform_to_momentumnet`` with this
         ``keep_first_layer`` lays it out, or two keys translate to the same key.
     """
-    if isinstance(sub_layers, str):
-        raise TypeError(f"sub_layers must be a sequence of dotted module paths, got the str {sub_layers!r}")
+    _check_sub_layers(sub_layers)
     wrapper = ".1.0" if keep_first_layer else ".0"
     converted = {}
     for key, value in state_dict.items():
@@ -233,8 +238,7 @@ def transform_to_momentumnet(
         takes checkpoints of the official package's conversion with the same ``sub_layers`` and
         ``keep_first_layer`` (translated by :func:`convert_state_dict`).
     """
-    if isinstance(sub_layers, str):
-        raise TypeError(f"sub_layers must be a sequence of dotted module paths, got the str {sub_layers!r}")
+    _check_sub_layers(sub_layers)
     layers = dict.fromkeys(sub_layers, int(bool(keep_first_layer)))
     backprop = "autograd" if use_backprop else "reversible"
     converted = to_momentum(model, gamma, backprop, layers=layers, branches=bool(is_residual))
