@@ -1,12 +1,17 @@
-"""Small image data sets for the experiments: nothing is downloaded.
+"""Small data sets for the experiments: nothing is downloaded.
 
 ``digits`` is the 8x8 handwritten-digit set that ships with scikit-learn (``pip install
-'momentum-ode[examples]'``); ``cifar10`` reads a local copy of the CIFAR-10 "python version" batches.
+'momentum-ode[examples]'``); ``cifar10`` reads a local copy of the CIFAR-10 "python version" batches;
+``python_source`` is text on every machine that runs the library: the source files of Python's
+standard library.
 """
 
 from __future__ import annotations
 
+import hashlib
 import pickle
+import sysconfig
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +86,40 @@ def cifar10(root):
     train = [load(n) for n in names[:5]]
     x_test, y_test = load("test_batch")
     return torch.cat([x for x, _ in train]), torch.cat([y for _, y in train]), x_test, y_test
+
+
+def python_source(files: Sequence[str]) -> tuple[torch.Tensor, dict]:
+    """The bytes of standard-library source files, concatenated in the given order, for a
+    character-level (byte-level) language model.
+
+    Parameters
+    ----------
+    files : sequence of str
+        Paths relative to the standard library's folder (``sysconfig.get_paths()["stdlib"]``), such as
+        ``"argparse.py"`` or ``"json/decoder.py"``.
+
+    Returns
+    -------
+    tokens : Tensor
+        The bytes as a 1-D ``long`` tensor with values in 0..255.
+    record : dict
+        ``python`` (the version whose files these are: the text, and so every number trained on it,
+        depends on it), ``files``, ``bytes`` and the ``sha256`` of the concatenation.
+
+    Raises
+    ------
+    FileNotFoundError
+        A file is not in this Python's standard library (the message names it and the folder).
+    """
+    root = Path(sysconfig.get_paths()["stdlib"])
+    missing = [name for name in files if not (root / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"standard-library files {missing} are not in {root}")
+    text = b"".join((root / name).read_bytes() for name in files)
+    record = {
+        "python": sysconfig.get_python_version(),
+        "files": list(files),
+        "bytes": len(text),
+        "sha256": hashlib.sha256(text).hexdigest(),
+    }
+    return torch.frombuffer(bytearray(text), dtype=torch.uint8).long(), record

@@ -14,6 +14,7 @@ CORE = [
     "mode/continuous.py",
     "mode/exact",
     "mode/nn",
+    "mode/models",
 ]
 
 

@@ -371,7 +371,7 @@ def run_memory_benchmark(
     record = {"rows": [], "skipped": [], "probes": [], "timings": []}
     total = len(workloads) * len(depths) * (len(METHODS) + 1)
     with contextlib.ExitStack() as stack:
-        progress = stack.enter_context(tqdm(total=total, desc="mode bench memory", unit="cell"))
+        progress = stack.enter_context(tqdm(total=total, desc="mode bench memory", unit="cell", disable=None))
         memory_servers = [stack.enter_context(PointServer()) for _ in range(settings.memory_workers)]
         step_server = stack.enter_context(PointServer(env={}))
         for workload in workloads:

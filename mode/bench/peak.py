@@ -36,7 +36,9 @@ from mode.bench.workloads import Settings, Workload, make_input
 from mode.runtime import torch_threads
 
 
-def _before_step(device: torch.device) -> tuple[int, bool]:
+def before_step(device: torch.device) -> tuple[int, bool]:
+    """The memory held now and whether the peak record restarted here (CPU: resident set size and
+    ``VmHWM`` reset; GPU: allocated memory and ``reset_peak_memory_stats``)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -44,7 +46,8 @@ def _before_step(device: torch.device) -> tuple[int, bool]:
     return status_bytes("VmRSS"), reset_peak()
 
 
-def _peak(device: torch.device) -> int:
+def peak_since(device: torch.device) -> int:
+    """The peak memory since :func:`before_step` (``VmHWM`` or ``max_memory_allocated``)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device)
@@ -95,7 +98,7 @@ def _measure(
     # The warm-up allocates every .grad and, at full size, touches every thread, scratch buffer and
     # library page that the measured step will use, so that the measured step counts none of them.
     forward_loss(net, x)[1].backward()
-    before, peak_reset = _before_step(device)
+    before, peak_reset = before_step(device)
     start = time.perf_counter()
     _, loss = forward_loss(net, x)
     stack = {"stack_bytes": None, "stack_bits_per_coordinate": None, "stack_bits_bound": None}
@@ -107,7 +110,7 @@ def _measure(
             "stack_bits_bound": stack_bits_bound(depth, net.n, net.k),
         }
     loss.backward()
-    peak = _peak(device)
+    peak = peak_since(device)
     return {
         "activation_bytes": peak - before,
         "baseline_bytes": before,

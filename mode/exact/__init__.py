@@ -8,7 +8,7 @@ Duvenaud & Adams (2015), Alg. 3. :mod:`mode.exact.fusion` compiles the per-layer
 
 from mode.exact.bit_stack import BitStack
 from mode.exact.block_float import FixedPointRangeError, decode, encode
-from mode.exact.fusion import compile_enabled, compile_seconds, set_compile
+from mode.exact.fusion import compile_enabled, compile_seconds, compiling, set_compile
 from mode.exact.gamma import dyadic_gamma, rational_gamma
 from mode.exact.state import ExactState
 
@@ -18,6 +18,7 @@ __all__ = [
     "FixedPointRangeError",
     "compile_enabled",
     "compile_seconds",
+    "compiling",
     "decode",
     "dyadic_gamma",
     "encode",

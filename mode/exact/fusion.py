@@ -18,11 +18,13 @@ on. :func:`compile_seconds` reports the time spent compiling each function.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
 import warnings
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import Any, cast
 
 import torch
@@ -41,6 +43,16 @@ def set_compile(enabled: bool) -> bool:
     global _enabled
     previous, _enabled = _enabled, bool(enabled)
     return previous
+
+
+@contextlib.contextmanager
+def compiling(enabled: bool) -> Iterator[None]:
+    """:func:`set_compile` ``(enabled)`` for the duration of a ``with`` block, then the previous setting."""
+    previous = set_compile(enabled)
+    try:
+        yield
+    finally:
+        set_compile(previous)
 
 
 def compile_enabled() -> bool:

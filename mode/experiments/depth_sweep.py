@@ -25,18 +25,15 @@ per point, training takes epochs: the quick run measures memory at 20, 56 and 11
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from mode.bench import rss
 from mode.datasets import cifar10, digits
 from mode.experiments.registry import criterion, experiment
+from mode.experiments.step_memory import measure_in_processes, step_activation_memory
 from mode.nn import to_momentum
 from mode.nn.resnet import CifarResNet
 
@@ -77,63 +74,15 @@ def build(kind: str, depth: int, in_channels: int, seed: int, backprop: str = BA
 def step_memory(
     kind: str, depth: int, in_channels: int, size: int, seed: int, device: str, backprop: str
 ) -> dict:
-    """Activation memory of one training step of :func:`build`'s model on ``BATCH`` random images.
-
-    Run it in a process of its own (:func:`measure_memory`). As in :mod:`mode.bench.peak`: on the CPU the
-    peak resident set size, restarted after the warm-up, minus the resident set size before the step
-    (:mod:`mode.bench.rss`); on a GPU ``max_memory_allocated`` minus ``memory_allocated`` before it.
-    Single-threaded, like the training.
-    """
+    """Activation memory of one training step of :func:`build`'s model on ``BATCH`` random images
+    (:func:`~mode.experiments.step_memory.step_activation_memory`, single-threaded like the training);
+    run it in a process of its own (:func:`~mode.experiments.step_memory.measure_in_processes`)."""
     torch.set_num_threads(1)
     device = torch.device(device)
     model = build(kind, depth, in_channels, seed, backprop).to(device).train()
     x = torch.randn(BATCH, in_channels, size, size, generator=torch.Generator().manual_seed(seed))
     x, y = x.to(device), (torch.arange(BATCH) % 10).to(device)
-
-    def step():
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-
-    step()  # the warm-up allocates every .grad and scratch buffer the measured step will use
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before, peak_reset = torch.cuda.memory_allocated(device), True
-        step()
-        torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device)
-    else:
-        before, peak_reset = rss.status_bytes("VmRSS"), rss.reset_peak()
-        step()
-        peak = rss.status_bytes("VmHWM")
-    return {"activation_bytes": peak - before, "peak_reset": peak_reset}
-
-
-def measure_memory(points: list[dict], context) -> list[dict]:
-    """:func:`step_memory` for every point, each in its own process, so that no allocation of another
-    point is cached where it would hide or inflate the peak.
-
-    The processes are forked from multiprocessing's fork server, which imports torch and this module once
-    and runs nothing else (importing torch per point would cost more than the points), and runs with the
-    benchmark's ``MALLOC_ENV``, under which freed tensors leave the resident set at once. As with every
-    start method but ``fork``, the children import the main module: a script that runs this experiment
-    needs the ``if __name__ == "__main__":`` guard (the ``mode`` command and pytest have it).
-    """
-    forkserver = multiprocessing.get_context("forkserver")
-    forkserver.set_forkserver_preload([__name__])
-    saved = {name: os.environ.get(name) for name in rss.MALLOC_ENV}
-    os.environ.update(rss.MALLOC_ENV)  # read by the server when it starts (this process's malloc is set up)
-    try:
-        results = []
-        for point in context.progress(points, desc="memory, one process per point"):
-            with ProcessPoolExecutor(1, mp_context=forkserver) as pool:
-                results.append(pool.submit(step_memory, **point).result())
-        return results
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name)
-            else:
-                os.environ[name] = value
+    return step_activation_memory(lambda: torch.nn.functional.cross_entropy(model(x), y).backward(), device)
 
 
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> float:
@@ -246,7 +195,7 @@ def run(context) -> dict:
         for depth in settings["memory_depths"]
         for kind in KINDS
     ]
-    for point, memory in zip(points, measure_memory(points, context), strict=True):
+    for point, memory in zip(points, measure_in_processes(step_memory, points, context), strict=True):
         row = rows[point["depth"]][point["kind"]]
         row["activation_mib"] = memory["activation_bytes"] / 2**20
         row["peak_reset"] = memory["peak_reset"]  # False: the peak also covers the (equal) warm-up step

@@ -49,8 +49,9 @@ class Context:
         return path
 
     def progress(self, iterable, **kwargs):
-        """``tqdm`` over ``iterable``: long loops show progress."""
-        return tqdm(iterable, leave=False, **kwargs)
+        """``tqdm`` over ``iterable``: long loops show progress on a terminal (``disable=None``: quiet when
+        the output is a file or a pipe, as in a log)."""
+        return tqdm(iterable, leave=False, disable=None, **kwargs)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ MODULES = (
     "depth_limit",
     "depth_sweep",
     "memory_depth",
+    "transformer_depth",
+    "convert_finetune",
 )
 
 

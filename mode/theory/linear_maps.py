@@ -69,6 +69,11 @@ _FLOAT_LIMIT = _FLOAT_MAX * 2.0**-12
 # Gauss-Newton polishing of momentum_logarithm runs only when the direct construction leaves a relative
 # residual above this level.
 _POLISH_TRIGGER = 1e-12
+# Where 2^-52 ||T M||_F, M the phase-space matrix, exceeds this fraction of rtol, the float64 exponential
+# that verifies momentum_logarithm's result can no longer be trusted to the digits rtol asks for, and the
+# residual is evaluated again in multiple precision.
+_CERTIFY_FRACTION = 1e-3
+_U = 2.0**-52
 
 
 # --------------------------------------------------------------------------------------------------
@@ -394,6 +399,35 @@ def _flow(A: np.ndarray, eps: float, T: float) -> np.ndarray:
     """Psi_eps(A) without input validation."""
     n = A.shape[0]
     return sla.expm(T * _phase_matrix(A, eps))[:n, :n]
+
+
+def _precise_residual(A: np.ndarray, D: np.ndarray, eps: float, T: float) -> float:
+    r""":math:`\|\Psi_\varepsilon(A) - D\|_F` for the float64 entries of ``A`` taken as exact, with the
+    phase-space exponential in multiple precision (mpmath, which torch installs through sympy).
+
+    Evaluating :math:`\exp(TM)` for :math:`\|TM\| \gg 1` loses about :math:`\log_{10}\|TM\|` digits to
+    each of the scaling and the squaring, so the working precision grows by twice that over the 30
+    digits the residual needs.
+    """
+    import mpmath
+
+    n = A.shape[0]
+    digits = 30 + 2 * math.ceil(math.log10(max(_frobenius(T * _phase_matrix(A, eps)), 10.0)))
+    with mpmath.workdps(digits):
+        # mpf of a float is exact: A, D, eps and T enter as the binary numbers the caller has.
+        scale = mpmath.mpf(T) / mpmath.mpf(eps)
+        M = mpmath.zeros(2 * n, 2 * n)
+        for i in range(n):
+            M[i, n + i] = mpmath.mpf(T)
+            M[n + i, n + i] = -scale
+            for j in range(n):
+                M[n + i, j] = mpmath.mpf(float(A[i, j])) * scale
+        E = mpmath.expm(M)
+        return float(
+            mpmath.sqrt(
+                mpmath.fsum((E[i, j] - mpmath.mpf(float(D[i, j]))) ** 2 for i in range(n) for j in range(n))
+            )
+        )
 
 
 def _frobenius(M: np.ndarray) -> float:
@@ -1155,12 +1189,15 @@ def momentum_logarithm(
 
     Notes
     -----
-    The check is itself float64: for Jordan blocks of :math:`D` at eigenvalues near 0 and
-    :math:`T/\varepsilon \gtrsim 40`, :math:`|A| \sim 1/|\psi'| \sim e^{T/(2\varepsilon)}` makes
-    :math:`A \mapsto \Psi_\varepsilon(A)` so ill-conditioned that the check can neither certify nor
-    reliably reject the result (``theory/linear_maps.md``, Numerical method, Limits): a returned :math:`A`
-    may then have an exact residual above ``rtol`` (:math:`4\cdot10^{-8}` for :math:`J_2(0)` at
-    :math:`T/\varepsilon = 64`).
+    For Jordan blocks of :math:`D` at eigenvalues near 0 and :math:`T/\varepsilon \gtrsim 30`,
+    :math:`|A| \sim 1/|\psi'| \sim e^{T/(2\varepsilon)}` makes :math:`A \mapsto \Psi_\varepsilon(A)` so
+    ill-conditioned that a float64 residual can neither certify nor reliably reject the result
+    (``theory/linear_maps.md``, Numerical method, Limits: for :math:`J_2(0)` at
+    :math:`T/\varepsilon = 64` it reports :math:`4\cdot10^{-10}` where the exact residual is
+    :math:`4\cdot10^{-8}`). Wherever :math:`2^{-52}\|TM\|_F` (:math:`M` the phase-space matrix) exceeds
+    :math:`10^{-3}` rtol, the residual is therefore evaluated again in multiple precision, with the
+    float64 entries of :math:`A` taken as exact: a returned :math:`A` always meets ``rtol`` exactly, and
+    where the float64 construction cannot reach it, ``RuntimeError`` is raised.
     """
     D = _as_real_square(D, "D")
     eps, T, tol = _positive(eps, "eps"), _positive(T, "T"), _tolerance(tol)
@@ -1202,6 +1239,8 @@ def momentum_logarithm(
         if np.all(np.isfinite(A)) and not _frobenius(_flow(A, eps, T) - D) <= _POLISH_TRIGGER * norm_d:
             A = _gauss_newton_polish(A, D, eps, T)
         residual = _frobenius(_flow(A, eps, T) - D) / norm_d if np.all(np.isfinite(A)) else np.inf
+    if residual <= rtol and _U * _frobenius(T * _phase_matrix(A, eps)) > _CERTIFY_FRACTION * rtol:
+        residual = _precise_residual(A, D, eps, T) / norm_d
     if not residual <= rtol:
         raise RuntimeError(
             f"momentum_logarithm could not verify its result: relative residual {residual:.3g} "

@@ -245,3 +245,40 @@ def test_momentum_logarithm_of_a_stiff_flow_fails_its_documented_check():
     # T / eps = 1e50: the phase-space exponential that verifies the result is NaN, which fails the check.
     with pytest.raises(RuntimeError, match="could not verify its result"):
         momentum_logarithm(np.diag([2.0, 0.5]), 1e-50)
+
+
+def _residual_in_150_digits(A, D, eps):
+    """||Psi_eps(A) - D||_F / max(||D||_F, 1) at T = 1, built here from the definition (the top-left block of
+    the phase-space exponential) in 150-digit arithmetic, independent of the library's evaluation."""
+    import mpmath
+
+    n = len(A)
+    with mpmath.workdps(150):
+        M = mpmath.zeros(2 * n)
+        for i in range(n):
+            M[i, n + i] = 1
+            M[n + i, n + i] = -1 / mpmath.mpf(eps)
+            for j in range(n):
+                M[n + i, j] = mpmath.mpf(float(A[i][j])) / mpmath.mpf(eps)
+        E = mpmath.expm(M)
+        error = mpmath.sqrt(sum((E[i, j] - float(D[i][j])) ** 2 for i in range(n) for j in range(n)))
+        return float(error / max(mpmath.sqrt(sum(mpmath.mpf(float(d)) ** 2 for d in np.ravel(D))), 1))
+
+
+def test_momentum_logarithm_returns_only_certified_results_where_float64_cannot_verify():
+    # J_2(0) at T / eps from 30 on: |A| ~ e^{T / (2 eps)} makes A -> Psi(A) so ill-conditioned that a
+    # float64 residual of 4e-10 can hide an exact one of 4e-8. Every returned A must meet rtol in exact
+    # terms; the others must raise.
+    D, returned, raised = _jordan(0.0, 2), [], []
+    for ratio in (30, 40, 54, 60, 62, 64, 68, 70, 92):
+        try:
+            A = momentum_logarithm(D, 1.0 / ratio)
+        except RuntimeError as error:
+            assert "could not verify its result: relative residual" in str(error)
+            raised.append(ratio)
+            continue
+        assert _residual_in_150_digits(A, D, 1.0 / ratio) <= 1e-8, ratio
+        returned.append(ratio)
+    # both outcomes occur, so that both branches are tested (at 64 the float64 check alone returned an A
+    # whose exact residual is 4.0e-8)
+    assert 64 in raised and 30 in returned, (raised, returned)

@@ -1,4 +1,6 @@
-"""Smoke run of ``examples/finetune_digits.py --quick``: it trains, measures and writes its results."""
+"""Smoke run of ``examples/finetune_digits.py --quick``: it pre-trains and saves a ResNet-18, converts it,
+fine-tunes it with reversible backprop, measures the memory and writes its results; a second run starts
+from the saved checkpoint."""
 
 import json
 import subprocess
@@ -8,37 +10,111 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("sklearn")
-pytest.importorskip("torchvision")
+torchvision = pytest.importorskip("torchvision")
 
 SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "finetune_digits.py"
+CHECKPOINT = "resnet18_digits.pt"
 
 
-@pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    out = tmp_path_factory.mktemp("finetune_digits")
+def run_quick(out: Path, *options: str) -> tuple[dict, str]:
     done = subprocess.run(
         # one thread: on a loaded machine two OpenMP threads per process slow the run down several times
-        [sys.executable, str(SCRIPT), "--quick", "--seed", "0", "--threads", "1", "--out", str(out)],
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--quick",
+            "--seed",
+            "0",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+            *options,
+        ],
         capture_output=True,
         text=True,
         timeout=1800,  # about 3 CPU minutes; far longer in wall time on a loaded machine
         check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    assert "gap (momentum - plain)" in done.stdout
-    assert not list(out.glob("*.tmp")), "the atomic write left its temporary file behind"
-    return json.loads((out / "results.json").read_text())
+    assert not list(out.glob(".*.tmp")), "an atomic write left its temporary file behind"
+    return json.loads((out / "results.json").read_text()), done.stdout
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory):
+    out = tmp_path_factory.mktemp("finetune_digits")
+    results, stdout = run_quick(out)
+    assert "gap (momentum - continued)" in stdout
+    assert "fine-tune momentum: epoch 2/2, test accuracy" in stdout
+    return out, results
+
+
+@pytest.fixture(scope="module")
+def results(first):
+    return first[1]
+
+
+@pytest.fixture(scope="module")
+def from_checkpoint(first, tmp_path_factory):
+    """The recipe from a given checkpoint (here the first run's): no pre-training, one epoch, no memory."""
+    out = tmp_path_factory.mktemp("finetune_digits_checkpoint")
+    options = ("--checkpoint", str(first[0] / CHECKPOINT), "--epochs", "1", "--skip-memory")
+    return out, run_quick(out, *options)[0]
 
 
 @pytest.mark.slow
-def test_both_models_learn_and_are_on_par(results):
-    acc = results["accuracy"]
+def test_conversion_drops_the_accuracy_and_gamma_zero_keeps_it(results):
+    acc, conversion = results["accuracy"], results["conversion"]
     # ten classes: chance is 0.1
-    assert acc["resnet18"] > 0.5
-    assert acc["momentum_reversible"] > 0.5
-    # 2 epochs on 320 images leave both models undertrained, so "on par" gets a loose bound here
+    assert acc["pretrained"] > 0.5
+    assert 0 <= acc["after_conversion"] <= 1
+    assert acc["after_conversion"] == conversion["accuracy"]
+    assert conversion["gamma"] == 0.9
+    assert conversion["gamma_effective"] == pytest.approx(0.9, rel=1e-6)  # the exact n / 2**k nearby
+    assert [s["converted"] for s in conversion["stages"]] == [2, 1, 1, 1]
+    # gamma = 0 with autograd is the original network: same predictions, logits equal to rounding
+    assert conversion["sanity"]["accuracy"] == acc["pretrained"]
+    assert conversion["sanity"]["max_abs_logit_difference"] < 1e-4
+
+
+@pytest.mark.slow
+def test_fine_tuned_momentum_is_on_par_with_the_continued_original(results):
+    acc, runs = results["accuracy"], results["runs"]
+    assert acc["momentum_finetuned"] > 0.5
+    assert acc["resnet18_continued"] > 0.5
+    # 2 + 2 epochs on 320 images leave both models undertrained, so "on par" gets a loose bound here
     assert abs(acc["gap"]) < 0.15
-    assert results["runs"]["resnet18"]["history"][-1]["test_accuracy"] == acc["resnet18"]
+    for key in ("pretrain", "momentum", "resnet18"):
+        assert len(runs[key]["history"]) == 2
+    assert runs["momentum"]["history"][-1]["test_accuracy"] == acc["momentum_finetuned"]
+    assert runs["resnet18"]["history"][-1]["test_accuracy"] == acc["resnet18_continued"]
+    assert runs["momentum"]["step_seconds"] > 0
+
+
+@pytest.mark.slow
+def test_checkpoint_is_written_and_reloads_into_resnet18(first):
+    out, results = first
+    assert results["checkpoint"] == {"path": str(out / CHECKPOINT), "pretrained_here": True}
+    import torch
+
+    model = torchvision.models.resnet18(num_classes=10)
+    model.load_state_dict(torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True))
+
+
+@pytest.mark.slow
+def test_checkpoint_option_starts_from_the_saved_weights(first, from_checkpoint):
+    out, again = from_checkpoint
+    results = first[1]
+    assert again["runs"]["pretrain"] is None
+    assert again["checkpoint"]["pretrained_here"] is False
+    assert not (out / CHECKPOINT).exists()
+    # the same weights give the same predictions before and right after the conversion
+    for key in ("pretrained", "after_conversion"):
+        assert again["accuracy"][key] == results["accuracy"][key], key
+    assert len(again["runs"]["momentum"]["history"]) == 1
+    assert again["accuracy"]["momentum_finetuned"] > 0.5
+    assert again["memory"] == {}
 
 
 @pytest.mark.slow
@@ -49,7 +125,8 @@ def test_results_record_the_settings_and_versions(results):
     assert all(versions[name] for name in ("momentum-ode", "torch", "torchvision", "scikit-learn"))
     assert results["data"]["n_test"] == 450  # a quarter of the 1,797 digits, stratified
     assert results["settings"]["gamma"] == 0.9
-    for key in ("train_resnet18", "train_momentum", "memory", "total"):
+    assert results["settings"]["pretrain"]["epochs"] == results["settings"]["finetune"]["epochs"] == 2
+    for key in ("pretrain", "finetune_momentum", "finetune_resnet18", "memory", "total"):
         assert results["wall_seconds"][key] >= 0
 
 

@@ -1,9 +1,9 @@
-"""The ten experiments of ``mode experiment`` / ``mode reproduce``.
+"""The experiments of ``mode experiment`` / ``mode reproduce``.
 
-Every experiment's criteria are asserted at a reduced size that still tests the same property (the sizes
-below say what is cut) and at ``--quick`` size by the end-to-end ``mode reproduce --quick`` (about 80 s
-on an idle two-core machine), both in the default suite; ``-m slow`` runs each ``--quick`` experiment
-on its own as well.
+The default suite runs the end-to-end ``mode reproduce --quick``, which asserts every experiment's
+criteria and outputs at ``--quick`` size; the sabotage tests (``test_*_criteria.py``) run reduced sizes
+that still test the same properties (the sizes below say what is cut). ``-m slow`` runs each experiment on
+its own at the reduced size and at ``--quick`` size as well.
 """
 
 import json
@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+import mode.experiments.convert_finetune as convert_finetune
 import mode.experiments.crossing_1d as crossing_1d
 import mode.experiments.depth_limit as depth_limit
 import mode.experiments.depth_sweep as depth_sweep
@@ -27,6 +28,7 @@ import mode.experiments.memory_depth as memory_depth
 import mode.experiments.nested_rings as nested_rings
 import mode.experiments.parity as parity
 import mode.experiments.spheres as spheres
+import mode.experiments.transformer_depth as transformer_depth
 import mode.nn
 from mode.cli import main
 from mode.datasets import cifar10, digits
@@ -47,6 +49,8 @@ NAMES = (
     "depth-limit",
     "depth-sweep",
     "memory-depth",
+    "transformer-depth",
+    "convert-finetune",
 )
 
 #: Name -> (module, settings replacing its QUICK): fewer steps, points, seeds, masses and depths, with
@@ -109,6 +113,16 @@ REDUCED = {
         {**depth_sweep.QUICK, "train_depths": (8,), "memory_depths": (20, 110)},
     ),
     "memory-depth": (memory_depth, None),  # filled in below: the workload comes from mode.bench
+    "transformer-depth": (
+        transformer_depth,
+        {**transformer_depth.QUICK, "steps": 60, "validation_windows": 32},
+    ),
+    # ResNet-14 (one converted block per stage), one budget of 2 epochs: at depth 8 the drop of gamma 0.9
+    # at conversion falls below its bound, after 1 epoch the fine-tuned gamma 0.9 is not yet within margin
+    "convert-finetune": (
+        convert_finetune,
+        {**convert_finetune.QUICK, "depth": 14, "pretrain_epochs": 3, "budgets": (2,)},
+    ),
 }
 
 
@@ -144,6 +158,7 @@ def test_every_experiment_is_registered_in_report_order(capsys):
     assert listed == list(NAMES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_criteria_hold_at_a_reduced_size(name, monkeypatch, tmp_path):
     module, reduced = REDUCED[name]
@@ -190,6 +205,7 @@ def test_reproduce_quick_end_to_end(tmp_path):
     report = (tmp_path / "report.md").read_text()
     for name in NAMES:
         stored = json.loads((tmp_path / name / "results.json").read_text())
+        _check_outputs(stored, tmp_path / name)
         assert f"| [{name}](#{name}) | True |" in report
         assert all(f"![{fig}]({name}/{fig})" in report for fig in stored["figures"])
     assert seconds < 15 * 60
