@@ -307,6 +307,12 @@ def _judge(rows: list[dict], models: dict) -> dict:
     for kind in momentum:
         gap = f"{kind}: max over depths of validation bpc minus the transformer's"
         metrics[gap] = max(bpc(row, kind) - bpc(row, "transformer") for row in rows)
+        # where the momentum transformer loses, the report names the depths (the per-depth lines give the
+        # numbers), whether or not the loss is within the margin
+        losing = [str(row["depth"]) for row in rows if bpc(row, kind) > bpc(row, "transformer")]
+        metrics[f"{kind}: depths where its validation bpc is above the transformer's"] = (
+            ", ".join(losing) or "none"
+        )
         criteria[gap] = criterion(metrics[gap], "<=", MARGIN_BPC)
         grow = f"{kind}: memory growth / transformer's, depth {low['depth']} to {high['depth']}"
         metrics[grow] = growth(kind) / growth("transformer")

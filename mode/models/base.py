@@ -195,13 +195,22 @@ class ContinuousModel(torch.nn.Module):
                 f"options must be a mapping of solver options or None, got {type(options).__name__}"
             )
         self.options = dict(options) if options is not None else None
-        if backprop not in BACKPROP_MODES:
-            raise ValueError(f"backprop must be one of {BACKPROP_MODES}, got {backprop!r}")
         self.backprop = backprop
         self.readout = check_optional_module("readout", readout)
         self._field_checked = False
         self._last_solve: CountingDynamics | None = None
         self._nfe_forward = 0
+
+    @property
+    def backprop(self) -> str:
+        """``"autograd"`` or ``"adjoint"``; it may be switched between solves, and is checked each time."""
+        return self._backprop
+
+    @backprop.setter
+    def backprop(self, value: str) -> None:
+        if value not in BACKPROP_MODES:
+            raise ValueError(f"backprop must be one of {BACKPROP_MODES}, got {value!r}")
+        self._backprop = value
 
     def extra_repr(self) -> str:
         solver = f"method={self.method!r}, rtol={self.rtol}, atol={self.atol}"

@@ -267,3 +267,12 @@ def test_bad_fields_and_inputs_raise(x):
         NODE(mlp(D, 1))(x)
     with pytest.raises(ValueError, match=r"initial_velocity\(x\)"):
         MomentumODE(mlp(), initial_velocity=torch.nn.Linear(D, 1).double())(x)
+
+
+def test_backprop_is_checked_when_switched_after_construction():
+    model = HBNODE(mlp())
+    model.backprop = "adjoint"
+    assert model.backprop == "adjoint" and "backprop='adjoint'" in repr(model)
+    with pytest.raises(ValueError, match="^backprop must be one of"):
+        model.backprop = "reversible"
+    assert model.backprop == "adjoint"
