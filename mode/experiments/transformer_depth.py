@@ -161,17 +161,19 @@ def build(gamma: float | None, depth: int, settings: dict, seed: int, backprop: 
     return model if gamma is None else to_momentum(model, gamma=gamma, backprop=backprop)
 
 
+def next_byte_loss(model: torch.nn.Module, rows: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of ``model``'s prediction of every byte of ``rows`` after the first from the bytes
+    before it, in nats (``reduction`` as in ``cross_entropy``)."""
+    logits = model(rows[:, :-1])
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), rows[:, 1:].flatten(), reduction=reduction)
+
+
 def bits_per_character(model: torch.nn.Module, windows: torch.Tensor) -> float:
     """Mean next-byte cross-entropy of ``model`` over ``windows`` (rows of ``context + 1`` bytes), in
     bits: :math:`-\\frac{1}{N}\\sum \\log_2 p(b_{t+1} \\mid b_{\\le t})`."""
     model.eval()
     with torch.no_grad():
-        nats = sum(
-            torch.nn.functional.cross_entropy(
-                model(rows[:, :-1]).flatten(0, 1), rows[:, 1:].flatten(), reduction="sum"
-            ).item()
-            for rows in windows.split(256)
-        )
+        nats = sum(next_byte_loss(model, rows, "sum").item() for rows in windows.split(256))
     return nats / (windows.shape[0] * (windows.shape[1] - 1)) / math.log(2)
 
 
@@ -200,8 +202,7 @@ def train(model, tokens: torch.Tensor, settings: dict, seed: int, context, desc:
         rows = tokens[starts[:, None] + torch.arange(span)]
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        logits = model(rows[:, :-1])
-        torch.nn.functional.cross_entropy(logits.flatten(0, 1), rows[:, 1:].flatten()).backward()
+        next_byte_loss(model, rows).backward()
         optimizer.step()
         schedule.step()
         times.append(time.perf_counter() - start)
@@ -221,12 +222,7 @@ def step_memory(gamma: float | None, depth: int, settings: dict, seed: int, back
         (settings["batch"], settings["context"] + 1),
         generator=torch.Generator().manual_seed(seed),
     )
-
-    def step():
-        logits = model(rows[:, :-1])
-        torch.nn.functional.cross_entropy(logits.flatten(0, 1), rows[:, 1:].flatten()).backward()
-
-    return step_activation_memory(step, torch.device("cpu"))
+    return step_activation_memory(lambda: next_byte_loss(model, rows).backward(), torch.device("cpu"))
 
 
 def _spread(values: list[float]) -> dict:
