@@ -122,30 +122,52 @@ def depth_from_step(T: float, step: float) -> int:
     return depth
 
 
-def _takes_time(f: Callable[..., Any]) -> bool:
+def takes_time(f: Callable[..., Any], n_inputs: int = 1, name: str = "f") -> bool:
+    """Whether ``f`` is called with the time as its last argument.
+
+    ``f`` takes ``n_inputs`` state arguments (1 for :math:`f(x)`, 2 for :math:`f(x, v)`) and optionally the
+    time after them: it is called with the time when it has ``n_inputs + 1`` required positional
+    parameters. A defaulted one (``lambda x, a=a: a * x``) is not the time, and a ``*args`` wrapper is
+    called with the state alone.
+
+    Raises
+    ------
+    TypeError
+        When ``f`` can be called neither with the state nor with the state and the time.
+    """
     target = f.forward if isinstance(f, torch.nn.Module) else f
     try:
-        params = inspect.signature(target).parameters.values()
-    except (TypeError, ValueError):  # builtins such as torch.tanh: autonomous, one argument
+        params = list(inspect.signature(target).parameters.values())
+    except (TypeError, ValueError):  # builtins such as torch.tanh take the state alone
         return False
-    # Only required parameters count: a defaulted second one (``lambda x, a=a: a * x``) is not time, and
-    # ``*args`` wrappers are called with ``x`` alone.
     required = [
         p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
     ]
-    return len(required) >= 2
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    variadic = any(p.kind == p.VAR_POSITIONAL for p in params)
+    if len(required) == n_inputs + 1:
+        return True
+    if len(required) <= n_inputs and (variadic or len(positional) >= n_inputs):
+        return False
+    states = ", ".join(("x", "v")[:n_inputs]) if n_inputs <= 2 else f"{n_inputs} state tensors"
+    raise TypeError(
+        f"{name} must be called as {name}({states}) or {name}({states}, t), but it takes "
+        f"{len(required)} required positional arguments"
+    )
 
 
 def as_vector_field(f: Callable[..., Any]) -> VectorField:
-    """Return ``F(x, t)``: ``f(x, t)`` if ``f`` has two required positional parameters, else ``f(x)``.
+    """Return ``F(x, t)``: ``f(x, t)`` if ``f`` has two required positional parameters, else ``f(x)``
+    (:func:`takes_time`).
 
-    Idempotent. Raises ``TypeError`` when ``f`` is not callable.
+    Idempotent. Raises ``TypeError`` when ``f`` is not callable, or can be called neither as ``f(x)`` nor
+    as ``f(x, t)``.
     """
     if getattr(f, "_mode_vector_field", False):
         return cast(VectorField, f)
     if not callable(f):
         raise TypeError(f"f must be a callable vector field f(x) or f(x, t), got {type(f).__name__}")
-    if _takes_time(f):
+    if takes_time(f):
 
         def field(x: torch.Tensor, t: Time) -> torch.Tensor:
             return f(x, t)

@@ -82,6 +82,11 @@ def test_vector_field_calling_convention():
     assert as_vector_field(field) is field
     with pytest.raises(TypeError, match="f must be a callable"):
         as_vector_field(3)
+    assert torch.equal(as_vector_field(lambda x=None: 2 * x)(x, t), 2 * x), "a defaulted state is not time"
+    # callables that neither f(x) nor f(x, t) can call are refused when wrapped, not at the first step
+    for never in (lambda: x, lambda x, t, s: x):
+        with pytest.raises(TypeError, match=r"^f must be called as f\(x\) or f\(x, t\), but it takes"):
+            as_vector_field(never)
 
 
 def test_acceleration_form_is_the_same_model():

@@ -11,7 +11,6 @@ done here once for all of them.
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import math
 from collections.abc import Callable, Mapping
@@ -26,7 +25,7 @@ import torchdiffeq
 from torchdiffeq._impl.odeint import SOLVERS
 
 from mode.continuous import SOLVER_DTYPES
-from mode.ode import _real, check_force, check_position, check_positive, check_velocity
+from mode.ode import _real, check_force, check_position, check_positive, check_velocity, takes_time
 
 BACKPROP_MODES = ("autograd", "adjoint")
 # A state: a tuple of tensors (torchdiffeq integrates tuples component by component).
@@ -70,38 +69,6 @@ class CountingDynamics:
         return self.dynamics(t, state)
 
 
-def takes_time(field: Callable[..., Any], n_inputs: int, name: str = "field") -> bool:
-    """Whether ``field`` is called with the time as its last argument.
-
-    ``field`` takes ``n_inputs`` state arguments (1 for :math:`f(h)`, 2 for :math:`f(x, v)`) and
-    optionally the time after them; only required positional parameters count, so that defaulted ones are
-    not mistaken for the time. A ``*args`` signature is called without the time.
-
-    Raises
-    ------
-    TypeError
-        When the number of required positional parameters is neither ``n_inputs`` nor ``n_inputs + 1``.
-    """
-    target = field.forward if isinstance(field, torch.nn.Module) else field
-    try:
-        params = list(inspect.signature(target).parameters.values())
-    except (TypeError, ValueError):  # builtins without a signature take the state alone
-        return False
-    required = [
-        p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
-    ]
-    variadic = any(p.kind == p.VAR_POSITIONAL for p in params)
-    if len(required) == n_inputs + 1:
-        return True
-    if len(required) == n_inputs or (variadic and len(required) < n_inputs):
-        return False
-    states = ", ".join(("x", "v")[:n_inputs]) if n_inputs <= 2 else f"{n_inputs} state tensors"
-    raise TypeError(
-        f"{name} must be called as {name}({states}) or {name}({states}, t), but its forward takes "
-        f"{len(required)} required positional arguments"
-    )
-
-
 def check_module(name: str, module: object) -> torch.nn.Module:
     """Validate an ``nn.Module`` argument and return it."""
     if not isinstance(module, torch.nn.Module):
@@ -143,7 +110,7 @@ class ContinuousModel(torch.nn.Module):
     field : nn.Module
         The network of the model's equations. Called with the time as its last argument when its
         ``forward`` has one more required positional parameter than the model's state arguments (see
-        :func:`~mode.models.base.takes_time`); its first output of each solve is checked by
+        :func:`mode.ode.takes_time`); its first output of each solve is checked by
         :func:`mode.ode.check_force`.
     T : float
         Horizon, ``> 0``.
@@ -183,7 +150,7 @@ class ContinuousModel(torch.nn.Module):
     ) -> None:
         super().__init__()
         self.field = check_module("field", field)
-        self._field_takes_time = takes_time(field, self._field_inputs)
+        self._field_takes_time = takes_time(field, self._field_inputs, name="field")
         self.T = check_positive("T", T)
         if not isinstance(method, str) or method not in SOLVERS:
             raise ValueError(f"method must be one of torchdiffeq's {sorted(SOLVERS)}, got {method!r}")
