@@ -67,7 +67,7 @@ import numpy as np
 import torch
 
 from mode.exact import compiling, set_compile
-from mode.experiments.depth_sweep import BATCH, _load, accuracy, build, train
+from mode.experiments.depth_sweep import BATCH, accuracy, build, load_data, logits, train
 from mode.experiments.registry import criterion, experiment
 from mode.experiments.step_memory import measure_in_processes, step_activation_memory
 from mode.nn import to_momentum
@@ -155,12 +155,6 @@ def step_memory(
     return step_activation_memory(lambda: torch.nn.functional.cross_entropy(model(x), y).backward(), device)
 
 
-def _logits(model: torch.nn.Module, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    model.eval()
-    with torch.no_grad():
-        return torch.cat([model(x[i : i + batch]) for i in range(0, len(x), batch)])
-
-
 @experiment(
     "convert-finetune",
     "Pretrained ResNet converted to a Momentum ResNet (gamma 0-0.99) and fine-tuned with the reversible "
@@ -169,14 +163,7 @@ def _logits(model: torch.nn.Module, x: torch.Tensor, batch: int = 256) -> torch.
 def run(context) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     settings = dict(QUICK if context.quick else FULL)
-    source, size, (x_train, y_train, x_test, y_test) = _load(context)
-    # CIFAR-10's batches are shuffled, so the first images of a split are a sample of it
-    data = (
-        x_train[: settings["max_train"]].to(device),
-        y_train[: settings["max_train"]].to(device),
-        x_test[: settings["max_test"]].to(device),
-        y_test[: settings["max_test"]].to(device),
-    )
+    source, size, data = load_data(context, settings["max_train"], settings["max_test"], device)
     seeds = [context.seed + i for i in range(settings["seeds"])]
     settings = {
         **settings,
@@ -251,15 +238,15 @@ def _one_seed(context, seed: int, data, settings: dict, rows: dict, exactness: d
     train(model, x_train, y_train, **pretraining, desc=f"pre-training, seed {seed}")
     torch.save(model.state_dict(), path)
     original = pretrained(path, depth, in_channels, None, device)
-    reference = _logits(original, x_test)
+    reference = logits(original, x_test)
     fine_tuning = dict(lr=settings["fine_tune_lr"], seed=seed, context=context)
     for gamma in [None, *GAMMAS]:
         row = rows[variant(gamma)]
-        logits = _logits(pretrained(path, depth, in_channels, gamma, device), x_test)
-        row["test_accuracy"][0].append((logits.argmax(1) == y_test).float().mean().item())
+        outputs = logits(pretrained(path, depth, in_channels, gamma, device), x_test)
+        row["test_accuracy"][0].append((outputs.argmax(1) == y_test).float().mean().item())
         if gamma == 0:
-            exactness["predictions changed"].append(int((logits.argmax(1) != reference.argmax(1)).sum()))
-            exactness["max |logit difference|"].append(float((logits - reference).abs().max()))
+            exactness["predictions changed"].append(int((outputs.argmax(1) != reference.argmax(1)).sum()))
+            exactness["max |logit difference|"].append(float((outputs - reference).abs().max()))
             exactness["accuracy change"].append(
                 row["test_accuracy"][0][-1] - rows[CONTINUE]["test_accuracy"][0][-1]
             )

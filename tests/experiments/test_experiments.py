@@ -288,7 +288,9 @@ def test_cifar10_reads_a_local_copy_of_the_python_batches(tmp_path):
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         batch = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 3]}
         (tmp_path / name).write_bytes(pickle.dumps(batch))
-    source, size, (x_train, y_train, x_test, y_test) = depth_sweep._load(Context(True, 0, tmp_path, tmp_path))
+    source, size, (x_train, y_train, x_test, y_test) = depth_sweep.load_data(
+        Context(True, 0, tmp_path, tmp_path)
+    )
     assert (source, size) == ("cifar10", 32)
     assert x_train.shape == (20, 3, 32, 32) and x_test.shape == (4, 3, 32, 32)
     assert float(x_train.max()) <= 1.0 and y_train.tolist() == [0, 1, 2, 3] * 5
