@@ -401,18 +401,18 @@ def _flow(A: np.ndarray, eps: float, T: float) -> np.ndarray:
     return sla.expm(T * _phase_matrix(A, eps))[:n, :n]
 
 
-def _precise_residual(A: np.ndarray, D: np.ndarray, eps: float, T: float) -> float:
+def _precise_residual(A: np.ndarray, D: np.ndarray, eps: float, T: float, phase_norm: float) -> float:
     r""":math:`\|\Psi_\varepsilon(A) - D\|_F` for the float64 entries of ``A`` taken as exact, with the
-    phase-space exponential in multiple precision (mpmath, which torch installs through sympy).
+    phase-space exponential in multiple precision (mpmath).
 
     Evaluating :math:`\exp(TM)` for :math:`\|TM\| \gg 1` loses about :math:`\log_{10}\|TM\|` digits to
     each of the scaling and the squaring, so the working precision grows by twice that over the 30
-    digits the residual needs.
+    digits the residual needs; ``phase_norm`` is :math:`\|TM\|_F`.
     """
     import mpmath
 
     n = A.shape[0]
-    digits = 30 + 2 * math.ceil(math.log10(max(_frobenius(T * _phase_matrix(A, eps)), 10.0)))
+    digits = 30 + 2 * math.ceil(math.log10(max(phase_norm, 10.0)))
     with mpmath.workdps(digits):
         # mpf of a float is exact: A, D, eps and T enter as the binary numbers the caller has.
         scale = mpmath.mpf(T) / mpmath.mpf(eps)
@@ -1239,8 +1239,10 @@ def momentum_logarithm(
         if np.all(np.isfinite(A)) and not _frobenius(_flow(A, eps, T) - D) <= _POLISH_TRIGGER * norm_d:
             A = _gauss_newton_polish(A, D, eps, T)
         residual = _frobenius(_flow(A, eps, T) - D) / norm_d if np.all(np.isfinite(A)) else np.inf
-    if residual <= rtol and _U * _frobenius(T * _phase_matrix(A, eps)) > _CERTIFY_FRACTION * rtol:
-        residual = _precise_residual(A, D, eps, T) / norm_d
+    if residual <= rtol:
+        phase_norm = _frobenius(T * _phase_matrix(A, eps))
+        if _U * phase_norm > _CERTIFY_FRACTION * rtol:
+            residual = _precise_residual(A, D, eps, T, phase_norm) / norm_d
     if not residual <= rtol:
         raise RuntimeError(
             f"momentum_logarithm could not verify its result: relative residual {residual:.3g} "
