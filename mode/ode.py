@@ -158,7 +158,7 @@ def takes_time(f: Callable[..., Any], n_inputs: int = 1, name: str = "f") -> boo
 
 def as_vector_field(f: Callable[..., Any]) -> VectorField:
     """Return ``F(x, t)``: ``f(x, t)`` if ``f`` has two required positional parameters, else ``f(x)``
-    (:func:`takes_time`).
+    (:func:`mode.ode.takes_time`).
 
     Idempotent. Raises ``TypeError`` when ``f`` is not callable, or can be called neither as ``f(x)`` nor
     as ``f(x, t)``.
