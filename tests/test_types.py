@@ -12,6 +12,7 @@ CORE = [
     "mode/schemes",
     "mode/integrate.py",
     "mode/continuous.py",
+    "mode/fixed_step.py",
     "mode/exact",
     "mode/nn",
     "mode/models",

@@ -22,13 +22,20 @@ from mode.nn.layer_state import (
     capture,
     replayed,
 )
-from mode.nn.reversible import ExactRecord, Recursion, ReversiblePass, call_block, reversed_input, undo_layer
+from mode.nn.reversible import (
+    ExactRecord,
+    Recursion,
+    ReversiblePass,
+    call_block,
+    check_reversible_input,
+    reversed_input,
+    undo_layer,
+)
 from mode.ode import _real, check_gamma, check_positive, check_steps, gamma_from_eps
 from mode.schemes.momentum import MomentumCoefficients
 
 BACKPROP_MODES = ("autograd", "reversible", "checkpoint")
 #: Input dtypes of the reversible mode.
-EXACT_DTYPES = (torch.float32, torch.float64)
 #: Weak references to the last reversible forward's pass and its outputs ``(x_L, v_L)``.
 _LastForward = tuple[weakref.ref[ReversiblePass], weakref.ref[torch.Tensor], weakref.ref[torch.Tensor]]
 
@@ -327,21 +334,11 @@ class MomentumNet(torch.nn.Module):
         return run
 
     def _recursion(self, x, args, kwargs) -> Recursion:
-        if x.dtype not in EXACT_DTYPES:
-            raise TypeError(
-                f"backprop='reversible' runs on float32 or float64 inputs, got {x.dtype}; cast the input "
-                "(blocks may still compute in lower precision)"
-            )
-        if torch._C._are_functorch_transforms_active():
-            raise RuntimeError(
-                "backprop='reversible' does not support torch.func transforms (vmap, grad, jacrev, jvp, "
-                "hessian): its exact integer state and its own backward pass live outside them. Use "
-                "backprop='autograd' (or 'checkpoint' under vmap)"
-            )
+        check_reversible_input(x)
         states = block_states(self.blocks)
         return Recursion(
             blocks=list(self.blocks),
-            rule=self.rule,
+            rules=[self.rule] * len(self.blocks),
             args=args,
             kwargs=kwargs,
             block_params=[state.trainable() for state in states],
@@ -397,7 +394,7 @@ class MomentumNet(torch.nn.Module):
 
             def evaluate(i: int, x: torch.Tensor) -> torch.Tensor:
                 with rec.mode.applied():
-                    return call_block(rec.blocks[i], i, x, rec.args, rec.kwargs).detach()
+                    return rec.call(i, x, rec.args, rec.kwargs).detach()
 
             while record.layer:
                 undo_layer(rec, record, evaluate)

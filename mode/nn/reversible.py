@@ -60,7 +60,7 @@ class Recursion:
     """The fixed parameters of one forward call (everything but the tensors autograd tracks)."""
 
     blocks: list
-    rule: MomentumCoefficients
+    rules: Sequence[MomentumCoefficients]  # per layer
     args: tuple
     kwargs: dict
     # Per layer, the tensors its node hands gradients to: the block's parameters that require grad, then
@@ -69,6 +69,19 @@ class Recursion:
     states: list[BlockState]  # per layer, shared by the layers of one block
     mode: CallMode
     exponents: str = "tensor"  # what shares an exponent (mode.exact.block_float.BLOCKS)
+    # Per layer, the time a block is called at as block(x, t, *args) (an ODE solve); None: block(x, *args).
+    time_of: Callable[[int], torch.Tensor] | None = None
+    # How to make a tensor the forward found outside the blocks' reach differentiable (error messages).
+    outside_remedy: str = (
+        "Pass it as an argument (net(x, c) calls every block as block(x, c)), or use backprop='autograd' "
+        "or 'checkpoint'"
+    )
+
+    def call(self, i: int, x: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
+        """Block ``i`` at ``x`` (:func:`call_block`), given the time of layer ``i`` first if there is one."""
+        if self.time_of is not None:
+            args = (self.time_of(i), *args)
+        return call_block(self.blocks[i], i, x, args, kwargs)
 
 
 @dataclass
@@ -138,6 +151,26 @@ def call_block(block, i: int, x: torch.Tensor, args: tuple, kwargs: dict) -> tor
     return fx
 
 
+#: The dtypes the exact state encodes.
+EXACT_DTYPES = (torch.float32, torch.float64)
+
+
+def check_reversible_input(x: torch.Tensor) -> None:
+    """Refuse an input the exact recursion cannot run on: a dtype other than float32 or float64 (a
+    ``TypeError``), or a call under a ``torch.func`` transform (a ``RuntimeError``)."""
+    if x.dtype not in EXACT_DTYPES:
+        raise TypeError(
+            f"backprop='reversible' runs on float32 or float64 inputs, got {x.dtype}; cast the input "
+            "(blocks may still compute in lower precision)"
+        )
+    if torch._C._are_functorch_transforms_active():
+        raise RuntimeError(
+            "backprop='reversible' does not support torch.func transforms (vmap, grad, jacrev, jvp, "
+            "hessian): its exact integer state and its own backward pass live outside them. Use "
+            "backprop='autograd' (or 'checkpoint' under vmap)"
+        )
+
+
 def _next_sequence_nr() -> int:
     """The sequence number the next autograd node created on this thread will get."""
     peek = getattr(torch._C._autograd, "_get_sequence_nr", None)
@@ -149,10 +182,13 @@ def _next_sequence_nr() -> int:
         return node._sequence_nr() + 1
 
 
-def captured_leaves(i: int, fx: torch.Tensor, since: int, known: list[torch.Tensor]) -> list[torch.Tensor]:
+def captured_leaves(
+    i: int, fx: torch.Tensor, since: int, known: list[torch.Tensor], remedy: str
+) -> list[torch.Tensor]:
     """The leaves requiring grad that the graph of block ``i``'s output ``fx`` reaches besides ``known``
     (its parameters and arguments): tensors the block captured, such as the weights of a module a plain
-    function closes over. ``since`` is the sequence number of the first node the block call created.
+    function closes over. ``since`` is the sequence number of the first node the block call created;
+    ``remedy`` ends the error message.
 
     Raises
     ------
@@ -181,8 +217,7 @@ def captured_leaves(i: int, fx: torch.Tensor, since: int, known: list[torch.Tens
             raise ValueError(
                 f"block {i} uses a tensor that requires grad and was computed before the MomentumNet call "
                 "(it is neither a leaf such as a parameter, nor one of the MomentumNet's arguments): "
-                "backprop='reversible' cannot pass it its gradient. Pass it as an argument (net(x, c) "
-                "calls every block as block(x, c)), or use backprop='autograd' or 'checkpoint'"
+                f"backprop='reversible' cannot pass it its gradient. {remedy}"
             )
         for edge, _ in node.next_functions:
             if edge is not None:  # None: an input that needs no grad
@@ -201,13 +236,14 @@ def exact_forward(rec: Recursion, x0: torch.Tensor, v0: torch.Tensor | None) -> 
     for i, block in enumerate(rec.blocks):
         since = _next_sequence_nr() if rec.mode.grad_enabled else None
         with capture(block, x0.device) as recorder, rec.mode.applied():
-            fx = call_block(block, i, x, rec.args, rec.kwargs)
+            fx = rec.call(i, x, rec.args, rec.kwargs)
         if since is not None and fx.grad_fn is not None:
-            captured = captured_leaves(i, fx, since, [*rec.block_params[i], *arg_tensors])
+            known = [*rec.block_params[i], *arg_tensors]
+            captured = captured_leaves(i, fx, since, known, rec.outside_remedy)
             if captured:
                 rec.block_params[i] = [*rec.block_params[i], *captured]
         states.append(recorder.state)
-        x = rec.rule.exact_step(state, fx, f"the MomentumNet forward pass (layer {i} of {depth})")
+        x = rec.rules[i].exact_step(state, fx, f"the reversible forward pass (layer {i} of {depth})")
     for block_state in dict.fromkeys(rec.states):
         block_state.record_versions()
     inputs = (x0.detach(), None if v0 is None else v0.detach())
@@ -225,10 +261,10 @@ def undo_layer(
     A non-deterministic block shows up in :func:`check_reconstruction`.
     """
     i = record.layer - 1
-    x = rec.rule.exact_undo_position(record.state)
+    x = rec.rules[i].exact_undo_position(record.state)
     with rec.states[i].restored(i), replayed(rec.blocks[i], record.states[i], x.device):
         fx = fx_of(i, x)
-    rec.rule.exact_undo_velocity(record.state, fx)
+    rec.rules[i].exact_undo_velocity(record.state, fx)
     record.states[i] = None
     record.layer = i
     return x, fx
@@ -322,22 +358,23 @@ class ReversiblePass:
 
         def with_graph(i: int, x: torch.Tensor) -> torch.Tensor:
             with rec.mode.applied(grad_enabled=True):
-                return call_block(rec.blocks[i], i, x.requires_grad_(True), args, kwargs)
+                return rec.call(i, x.requires_grad_(True), args, kwargs)
 
         x, fx = undo_layer(rec, record, with_graph)
         params = rec.block_params[i]
         wanted = [t for t in arg_tensors if t.requires_grad]
         # The adjoints are this pass's own copies (see _Finish): updated in place, no temporaries held.
         bar_x, bar_v = self._adjoints()
-        tilde_v = bar_v.add_(bar_x, alpha=rec.rule.step)
+        rule = rec.rules[i]
+        tilde_v = bar_v.add_(bar_x, alpha=rule.step)
         grads: Sequence[torch.Tensor | None] = [None] * (1 + len(params) + len(wanted))
         if fx.requires_grad:
             grads = torch.autograd.grad(
-                fx, [x, *params, *wanted], tilde_v * rec.rule.one_minus_gamma, allow_unused=True
+                fx, [x, *params, *wanted], tilde_v * rule.one_minus_gamma, allow_unused=True
             )
         if grads[0] is not None:
             bar_x.add_(grads[0])
-        self.bar_v = tilde_v.mul_(rec.rule.gamma)
+        self.bar_v = tilde_v.mul_(rule.gamma)
         rest = iter(grads[1 + len(params) :])
         return [*grads[1 : 1 + len(params)], *(next(rest) if t.requires_grad else None for t in arg_tensors)]
 

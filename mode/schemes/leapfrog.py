@@ -19,47 +19,37 @@ consistent, symmetric (:math:`\Phi_{-h} = \Phi_h^{-1}`) and therefore of even or
 Each sub-flow is inverted by running it backwards in time (:math:`\tau \to -\tau`), so for
 :math:`\varepsilon > 0` the inverse is :math:`R_{-h/2} \circ D_{-h} \circ R_{-h/2}`, explicit for any ``f``.
 With :math:`\varepsilon = 0` the relaxation is instantaneous (:math:`v = f(x, t)`) and the scheme reduces to
-the ResNet rule, first order and not invertible. Like Stormer-Verlet, the last evaluation of one step is
-the first of the next; this implementation does not cache it, so a step costs two evaluations.
+the ResNet rule, first order and not invertible.
+
+The relaxation is the momentum scheme's velocity update with :math:`c = e^{-h/(2\varepsilon)}`:
+:math:`R_{h/2}(x, v, t) = (x,\ c\, v + (1 - c) f(x, t),\ t)`. So a step is two momentum sub-steps
+(:class:`~mode.schemes.momentum.MomentumSplitting`), :math:`R_{h/2}` then :math:`D_h` with
+:math:`\gamma = c`, then :math:`R_{h/2}` alone at :math:`t + h`, and it inherits their exact integer
+arithmetic: :func:`mode.odeint` with ``backprop="reversible"`` runs it exactly reversibly. :math:`c` is
+the exact dyadic rational of :meth:`~mode.schemes.momentum.MomentumCoefficients.from_gamma`, in the
+float step too. Like Stormer-Verlet, the last evaluation of one step is the first of the next, at the
+same point; the sub-steps do not share it, so a step costs two evaluations.
 """
 
 from __future__ import annotations
 
 import math
 
-from torch import Tensor
-
-from mode.ode import Time, VectorField
-from mode.schemes.base import NotInvertibleError, Scheme
+from mode.schemes.momentum import MomentumCoefficients, MomentumSplitting, Substep
 
 
-def _relax(f: VectorField, x: Tensor, v: Tensor, t: Time, tau: float, eps: float) -> Tensor:
-    force = f(x, t)
-    if eps == 0:
-        return force
-    return force + (v - force) * math.exp(-tau / eps)
-
-
-class LeapfrogScheme(Scheme):
+class LeapfrogScheme(MomentumSplitting):
     """Strang splitting :math:`R_{h/2} D_h R_{h/2}` of drift and exact relaxation; order 2, invertible."""
 
     name = "leapfrog"
     order = 2
-    invertible = True
     evals_per_step = 2
 
-    def _step(
-        self, f: VectorField, x: Tensor, v: Tensor, t: Time, h: float, eps: float
-    ) -> tuple[Tensor, Tensor]:
-        v = _relax(f, x, v, t, h / 2, eps)
-        x = x + h * v
-        return x, _relax(f, x, v, t + h, h / 2, eps)
+    def coefficients(self, h: float, eps: float) -> MomentumCoefficients:
+        r"""The half relaxation and drift :math:`R_{h/2}, D_h`: :math:`\gamma = c = e^{-h/(2\varepsilon)}`
+        (0 at :math:`\varepsilon = 0`) made exact, step :math:`h`."""
+        return MomentumCoefficients.from_gamma(math.exp(-h / (2 * eps)) if eps > 0 else 0.0, h)
 
-    def _inverse(
-        self, f: VectorField, x: Tensor, v: Tensor, t: Time, h: float, eps: float
-    ) -> tuple[Tensor, Tensor]:
-        if eps == 0:
-            raise NotInvertibleError("leapfrog at eps = 0 is the ResNet rule: it forgets v, no inverse")
-        v = _relax(f, x, v, t + h, -h / 2, eps)
-        x = x - h * v
-        return x, _relax(f, x, v, t, -h / 2, eps)
+    def substeps(self, h: float, eps: float) -> tuple[Substep, ...]:
+        half = self.coefficients(h, eps)
+        return (Substep(half, 0.0), Substep(MomentumCoefficients(half.n, half.k, 0.0), h))

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -67,7 +68,8 @@ class MomentumCoefficients:
         :math:`1 - \gamma` are exact float64 numbers; ``gamma_bits`` of 54 or 55 give a :math:`1 - \gamma`
         that the force rounds once more (FP-5 bounds that step's error with the factor :math:`c_f`).
     step : float
-        :math:`h > 0`.
+        :math:`h \ge 0` of the drift :math:`x' = x + h v'`; ``0`` makes the rule a relaxation of
+        :math:`v` alone (the second half of a leapfrog step).
     """
 
     n: int
@@ -112,15 +114,19 @@ class MomentumCoefficients:
 
     # -- float arithmetic ---------------------------------------------------------------------------------
 
+    def float_velocity(self, v: Tensor, fx: Tensor) -> Tensor:
+        r""":math:`v' = \gamma v + (1 - \gamma) f(x)` (``v' = f(x)`` at :math:`\gamma = 0`)."""
+        return self.gamma * v + self.one_minus_gamma * fx if self.n else fx
+
     def float_step(self, x: Tensor, v: Tensor, fx: Tensor) -> tuple[Tensor, Tensor]:
-        r""":math:`v' = \gamma v + (1 - \gamma) f(x)`, :math:`x' = x + h v'` (``v' = f(x)`` at
-        :math:`\gamma = 0`); returns :math:`(x', v')`."""
-        v = self.gamma * v + self.one_minus_gamma * fx if self.n else fx
-        return x + self.step * v, v
+        r""":math:`v' = \gamma v + (1 - \gamma) f(x)`, :math:`x' = x + h v'`; returns :math:`(x', v')`.
+        A rule with ``step = 0`` (a relaxation of :math:`v` alone) returns ``x`` itself."""
+        v = self.float_velocity(v, fx)
+        return (x + self.step * v if self.step else x), v
 
     def float_position_inverse(self, x: Tensor, v: Tensor) -> Tensor:
         r""":math:`x = x' - h v'`."""
-        return x - self.step * v
+        return x - self.step * v if self.step else x
 
     def float_velocity_inverse(self, v: Tensor, fx: Tensor) -> Tensor:
         r""":math:`v = (v' - (1 - \gamma) f(x)) / \gamma`."""
@@ -336,16 +342,62 @@ def momentum_undo_velocity(word, v, fx, v_exp, v_shift, one_minus_gamma: float, 
     return ()
 
 
-class MomentumScheme(Scheme):
-    """Semi-implicit Euler with :math:`\\gamma = 1 - h/\\varepsilon` (the paper's rule)."""
+class Substep(NamedTuple):
+    """One sub-step of a :class:`MomentumSplitting`."""
+
+    #: The momentum rule (:math:`\gamma_j` and the drift step :math:`h_j`).
+    rule: MomentumCoefficients
+    #: :math:`\tau_j`, the offset of the evaluation time from the step's start :math:`t`.
+    offset: float
+
+
+class MomentumSplitting(Scheme):
+    r"""A scheme whose step is a composition of momentum sub-steps, each
+    :math:`v \leftarrow \gamma_j v + (1 - \gamma_j) f(x, t + \tau_j)`, :math:`x \leftarrow x + h_j v`
+    (:meth:`substeps` gives the :math:`(\gamma_j, h_j, \tau_j)`).
+
+    The float step, the float inverse (the sub-steps undone in reverse order) and the exact reversible
+    solves of :func:`mode.odeint` all run these sub-steps through :class:`MomentumCoefficients`, so the
+    float and exact paths use the same exact :math:`\gamma_j`.
+    """
+
+    invertible = True
+
+    def substeps(self, h: float, eps: float) -> tuple[Substep, ...]:
+        """The sub-steps of one step of size ``h``."""
+        raise NotImplementedError
+
+    def _step(
+        self, f: VectorField, x: Tensor, v: Tensor, t: Time, h: float, eps: float
+    ) -> tuple[Tensor, Tensor]:
+        for rule, offset in self.substeps(h, eps):
+            x, v = rule.float_step(x, v, f(x, t + offset if offset else t))
+        return x, v
+
+    def _inverse(
+        self, f: VectorField, x: Tensor, v: Tensor, t: Time, h: float, eps: float
+    ) -> tuple[Tensor, Tensor]:
+        substeps = self.substeps(h, eps)
+        if not all(rule.n for rule, _ in substeps):
+            raise NotInvertibleError(
+                f"the {self.name!r} step has gamma = 0 at h = {h}, eps = {eps} (the ResNet rule): "
+                "it forgets v and has no inverse"
+            )
+        for rule, offset in reversed(substeps):
+            x = rule.float_position_inverse(x, v)
+            v = rule.float_velocity_inverse(v, f(x, t + offset if offset else t))
+        return x, v
+
+
+class MomentumScheme(MomentumSplitting):
+    r"""Semi-implicit Euler with :math:`\gamma = 1 - h/\varepsilon` (the paper's rule): one sub-step."""
 
     name = "momentum"
     order = 1
-    invertible = True
     evals_per_step = 1
 
     def requested_gamma(self, h: float, eps: float) -> float:
-        """The scheme's :math:`\\gamma` before it is made exact."""
+        r"""The scheme's :math:`\gamma` before it is made exact."""
         return gamma_from_eps(eps, h)
 
     def coefficients(self, h: float, eps: float) -> MomentumCoefficients:
@@ -353,30 +405,15 @@ class MomentumScheme(Scheme):
         return MomentumCoefficients.from_gamma(self.requested_gamma(h, eps), h)
 
     def gamma(self, h: float, eps: float) -> float:
-        """:math:`\\gamma` as used (the exact dyadic rational of :meth:`coefficients`)."""
+        r""":math:`\gamma` as used (the exact dyadic rational of :meth:`coefficients`)."""
         return self.coefficients(h, eps).gamma
 
-    def _step(
-        self, f: VectorField, x: Tensor, v: Tensor, t: Time, h: float, eps: float
-    ) -> tuple[Tensor, Tensor]:
-        rule = self.coefficients(h, eps)
-        return rule.float_step(x, v, f(x, t))
-
-    def _inverse(
-        self, f: VectorField, x: Tensor, v: Tensor, t: Time, h: float, eps: float
-    ) -> tuple[Tensor, Tensor]:
-        rule = self.coefficients(h, eps)
-        if not rule.n:
-            raise NotInvertibleError(
-                f"the {self.name!r} step has gamma = 0 at h = {h}, eps = {eps} (the ResNet rule): "
-                "it forgets v and has no inverse"
-            )
-        x = rule.float_position_inverse(x, v)
-        return x, rule.float_velocity_inverse(v, f(x, t))
+    def substeps(self, h: float, eps: float) -> tuple[Substep, ...]:
+        return (Substep(self.coefficients(h, eps), 0.0),)
 
 
 class ExpMomentumScheme(MomentumScheme):
-    """Momentum step with the damping integrated exactly, :math:`\\gamma = e^{-h/\\varepsilon}`."""
+    r"""Momentum step with the damping integrated exactly, :math:`\gamma = e^{-h/\varepsilon}`."""
 
     name = "exp-momentum"
 

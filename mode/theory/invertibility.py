@@ -64,8 +64,8 @@ def conformal_factor(scheme, h: float, eps: float) -> float:
     """
     scheme = get_scheme(scheme)
     if scheme.name == "leapfrog":
-        # Each of the two half relaxations multiplies v by exp(-h / (2 eps)) at fixed x.
-        return math.exp(-h / eps)
+        # Each of the two half relaxations multiplies v by c = exp(-h / (2 eps)) (made exact) at fixed x.
+        return scheme.coefficients(h, eps).gamma ** 2
     if scheme.name in ("momentum", "exp-momentum"):
         return scheme.gamma(h, eps)
     raise ValueError(f"the {scheme.name!r} step has no f-independent volume factor")
