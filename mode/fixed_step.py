@@ -251,6 +251,7 @@ def _reversible(
             states=[state] * layers,
             mode=mode,
             time_of=time_of,
+            single_node=True,
             outside_remedy=("List it in adjoint_params, or use backprop='autograd' or 'checkpoint'"),
         )
         x, v = ReversiblePass(recursion).run(x, v)

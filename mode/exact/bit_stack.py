@@ -45,7 +45,7 @@ bookkeeping (spills, bound, history) around such a fused call.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from array import array
 
 import torch
 from torch import Tensor
@@ -53,17 +53,6 @@ from torch import Tensor
 from mode.exact.wide import WORD_BITS, divmod_shifted, floor_divmod, mul_add_split
 
 _CHUNK_DTYPES = {32: torch.int32, 16: torch.int16, 8: torch.int8}
-
-
-@dataclass(frozen=True)
-class _Record:
-    """What one push did (a multiply by ``n / 2**k``, or ``bits`` plain bits), so its undo can check it
-    and restore the spilled chunks and the bound."""
-
-    op: tuple
-    width: int
-    spilled: int
-    bound: int
 
 
 def _check_factor(n: int, k: int) -> None:
@@ -160,7 +149,13 @@ class BitStack:
         self._bound = 0
         self._chunks: list[Tensor] = []
         self._chunk_bits = 0
-        self._history: list[_Record] = []
+        # What each push did, so its undo can check it and restore the spilled chunks and the bound: its
+        # ops (one shared tuple per distinct push), and (chunk width, chunks spilled, bound before it) in
+        # a flat int64 array. Bounds stay below 2**63. A long solve pushes once per step: a few dozen
+        # bytes per push, not a Python object each.
+        self._ops: list[tuple] = []
+        self._numbers = array("q")
+        self._interned: dict[tuple, tuple] = {}
 
     def copy(self) -> BitStack:
         """An independent stack with the same contents (the live word is copied, since fused kernels
@@ -168,12 +163,13 @@ class BitStack:
         twin = BitStack.__new__(BitStack)
         twin.__dict__.update(self.__dict__)
         twin.word = self.word.clone()
-        twin._chunks, twin._history = list(self._chunks), list(self._history)
+        twin._chunks, twin._ops = list(self._chunks), list(self._ops)
+        twin._numbers = array("q", self._numbers)
         return twin
 
     def __len__(self) -> int:
         """Number of pushes not yet undone."""
-        return len(self._history)
+        return len(self._ops)
 
     def bits_per_coordinate(self) -> int:
         """Bits stored per coordinate: all chunk widths plus the 64-bit live word."""
@@ -185,7 +181,7 @@ class BitStack:
 
     def is_empty(self) -> bool:
         """Whether nothing is recorded: zero live word, no chunks, no pushes (syncs the device)."""
-        return not self._history and not self._chunks and not bool(self.word.any())
+        return not self._ops and not self._chunks and not bool(self.word.any())
 
     def _check_v(self, v: Tensor) -> None:
         if not isinstance(v, Tensor) or v.dtype != torch.int64:
@@ -254,19 +250,21 @@ class BitStack:
         while self._grown(self._bound, ops) >= 1 << WORD_BITS:
             self._spill(width)
             spilled += 1
-        self._history.append(_Record(op=ops, width=width, spilled=spilled, bound=bound))
+        self._ops.append(self._interned.setdefault(ops, ops))
+        self._numbers.extend((width, spilled, bound))
         self._bound = self._grown(self._bound, ops)
 
     def pushes(self) -> list[tuple[tuple, int, int]]:
         """Every push not yet undone, oldest first: its ops, chunk width and number of spilled chunks (what
         the storage bounds of ``theory/finite_precision.md`` read)."""
-        return [(record.op, record.width, record.spilled) for record in self._history]
+        numbers = self._numbers
+        return [(op, numbers[3 * i], numbers[3 * i + 1]) for i, op in enumerate(self._ops)]
 
     def top(self) -> tuple:
         """The ops of the most recent push not yet undone."""
-        if not self._history:
+        if not self._ops:
             raise IndexError("the BitStack holds no push")
-        return self._history[-1].op
+        return self._ops[-1]
 
     def release(self, *ops: tuple) -> None:
         """Close the undo of the most recent push, which must be ``ops``: restore the chunks it spilled.
@@ -279,15 +277,15 @@ class BitStack:
         ValueError
             If ``op`` differs from the recorded push.
         """
-        if not self._history:
+        if not self._ops:
             raise IndexError("undo on an empty BitStack: there is no push left to undo")
-        record = self._history[-1]
-        if record.op != ops:
-            raise ValueError(f"undo of {ops!r} does not match the last push {record.op!r}")
-        self._history.pop()
-        for _ in range(record.spilled):
-            self._absorb(record.width)
-        self._bound = record.bound
+        if self._ops[-1] != ops:
+            raise ValueError(f"undo of {ops!r} does not match the last push {self._ops[-1]!r}")
+        self._ops.pop()
+        bound, spilled, width = self._numbers.pop(), self._numbers.pop(), self._numbers.pop()
+        for _ in range(spilled):
+            self._absorb(width)
+        self._bound = bound
 
     def multiply(self, v: Tensor, n: int, k: int) -> Tensor:
         """Return ``v * n / 2**k`` rounded so that :meth:`divide` recovers ``v`` exactly.
@@ -327,9 +325,9 @@ class BitStack:
         """
         self._check_v(v)
         _check_factor(n, k)
-        if self._history and self._history[-1].op != (("multiply", n, k),):
-            raise ValueError(f"divide(n={n}, k={k}) does not match the last push {self._history[-1].op!r}")
-        if not self._history:
+        if self._ops and self._ops[-1] != (("multiply", n, k),):
+            raise ValueError(f"divide(n={n}, k={k}) does not match the last push {self._ops[-1]!r}")
+        if not self._ops:
             raise IndexError("divide on an empty BitStack: there is no multiply left to undo")
         self.word, v = divide_word(self.word, v, n, k)
         self.release(("multiply", n, k))
@@ -349,7 +347,7 @@ class BitStack:
         ValueError
             If the stack is empty or its last push is anything else.
         """
-        ops = self._history[-1].op if self._history else ()
+        ops = self._ops[-1] if self._ops else ()
         if len(ops) != 1 or ops[0][0] != "bits":
             raise ValueError(f"the bit stack's last push {ops!r} is not a plain bit push")
         return ops

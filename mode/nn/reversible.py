@@ -71,6 +71,9 @@ class Recursion:
     exponents: str = "tensor"  # what shares an exponent (mode.exact.block_float.BLOCKS)
     # Per layer, the time a block is called at as block(x, t, *args) (an ODE solve); None: block(x, *args).
     time_of: Callable[[int], torch.Tensor] | None = None
+    # One autograd node for all layers instead of a chain of one per layer: for layers that share their
+    # parameters (an ODE solve), whose gradients the engine would only sum, it saves a node per layer.
+    single_node: bool = False
     # How to make a tensor the forward found outside the blocks' reach differentiable (error messages).
     outside_remedy: str = (
         "Pass it as an argument (net(x, c) calls every block as block(x, c)), or use backprop='autograd' "
@@ -336,13 +339,17 @@ class ReversiblePass:
         leaves += [] if v0 is None else [v0]
         if not (torch.is_grad_enabled() and any(t.requires_grad for t in leaves)):
             return self.state(x0.dtype, x0.dtype if v0 is None else v0.dtype)
+        dtypes = (x0.dtype, x0.dtype if v0 is None else v0.dtype)
+        if rec.single_node:
+            params = list(dict.fromkeys(p for layer in rec.block_params for p in layer))
+            return _Whole.apply(self, dtypes, len(params), x0, v0, *params, *arg_tensors)
         # A leaf that requires grad starts the chain, so the engine runs every layer node (and the
         # reconstruction check at the start) even when only a late block trains.
         anchor = torch.empty(0, dtype=x0.dtype, device=x0.device, requires_grad=True)
         token = _Start.apply(self, anchor, x0, v0)
         for i, params in enumerate(rec.block_params):
             token = _Layer.apply(self, i, token, *params, *arg_tensors)
-        return _Finish.apply(self, token, x0.dtype, x0.dtype if v0 is None else v0.dtype)
+        return _Finish.apply(self, token, *dtypes)
 
     def backward_layer(self, i: int, arg_tensors: list[torch.Tensor]) -> list[torch.Tensor | None]:
         """Rebuild layer ``i``, advance the adjoints over it; return the gradients of its parameters
@@ -377,6 +384,20 @@ class ReversiblePass:
         self.bar_v = tilde_v.mul_(rule.gamma)
         rest = iter(grads[1 + len(params) :])
         return [*grads[1 : 1 + len(params)], *(next(rest) if t.requires_grad else None for t in arg_tensors)]
+
+    def backward_all(self, params: list[torch.Tensor], arg_tensors: list[torch.Tensor]) -> list:
+        """Walk every layer back (:meth:`backward_layer`); return the summed gradients of ``params``
+        (every layer's parameters, each once) and of ``arg_tensors``."""
+        position = {id(p): j for j, p in enumerate(params)}
+        sums: list[torch.Tensor | None] = [None] * (len(params) + len(arg_tensors))
+        for i in reversed(range(self._record().layer)):
+            layer = self.rec.block_params[i]
+            grads = self.backward_layer(i, arg_tensors)
+            slots = [position[id(p)] for p in layer] + list(range(len(params), len(sums)))
+            for j, grad in zip(slots, grads, strict=True):
+                if grad is not None:
+                    sums[j] = grad if sums[j] is None else cast(torch.Tensor, sums[j]).add_(grad)
+        return sums
 
     def finish_backward(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Check the walk back; return :math:`(\\bar x_0, \\bar v_0)`."""
@@ -432,16 +453,48 @@ class _Finish(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_x, grad_v):
-        # Grad mode is on in a backward pass only with create_graph=True (double backward, hessians).
-        if torch.is_grad_enabled():
-            raise RuntimeError(
-                "backprop='reversible' computes first derivatives only: its backward pass cannot build a "
-                "graph (create_graph=True, double backward, torch.autograd.functional.hessian). Use "
-                "backprop='autograd'"
-            )
-        # Copies: the engine may hand the same gradient tensor to other nodes too.
-        ctx.run.bar_x, ctx.run.bar_v = grad_x.clone(), grad_v.clone()
+        _take_output_adjoints(ctx.run, grad_x, grad_v)
         return None, grad_x.new_empty(0), None, None
+
+
+def _take_output_adjoints(run: ReversiblePass, grad_x: torch.Tensor, grad_v: torch.Tensor) -> None:
+    """Start the backward walk of ``run`` from the gradients of :math:`(x_L, v_L)`.
+
+    Raises
+    ------
+    RuntimeError
+        Under ``create_graph=True``: the walk computes first derivatives only.
+    """
+    # Grad mode is on in a backward pass only with create_graph=True (double backward, hessians).
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            "backprop='reversible' computes first derivatives only: its backward pass cannot build a "
+            "graph (create_graph=True, double backward, torch.autograd.functional.hessian). Use "
+            "backprop='autograd'"
+        )
+    # Copies: the engine may hand the same gradient tensor to other nodes too.
+    run.bar_x, run.bar_v = grad_x.clone(), grad_v.clone()
+
+
+class _Whole(torch.autograd.Function):
+    """``(pass, dtypes, n_params, x0, v0, *params, *arg_tensors) -> (x_L, v_L)``: all layers in one node
+    (:attr:`Recursion.single_node`); backward walks them all back and returns the summed gradients."""
+
+    @staticmethod
+    def forward(ctx, run: ReversiblePass, dtypes, n_params: int, x0, v0, *tensors):
+        ctx.run, ctx.n_params, ctx.zero_v0 = run, n_params, v0 is None
+        ctx.save_for_backward(*tensors[n_params:])
+        return run.state(*dtypes)
+
+    @staticmethod
+    def backward(ctx, grad_x, grad_v):
+        run = ctx.run
+        _take_output_adjoints(run, grad_x, grad_v)
+        params = list(dict.fromkeys(p for layer in run.rec.block_params for p in layer))
+        with torch.no_grad():
+            grads = run.backward_all(params, list(ctx.saved_tensors))
+            bar_x, bar_v = run.finish_backward()
+        return (None, None, None, bar_x, None if ctx.zero_v0 else bar_v, *grads)
 
 
 def tensor_arguments(args: tuple, kwargs: dict) -> list[torch.Tensor]:

@@ -28,6 +28,7 @@ inverse runs the parts backwards.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -136,6 +137,17 @@ class MomentumCoefficients:
 
     # -- exact arithmetic ---------------------------------------------------------------------------------
 
+    # The bit stack records the ops of every push: one shared tuple per rule, not one per step.
+    @functools.cached_property
+    def multiply_op(self) -> tuple[str, int, int]:
+        r"""The bit stack's op of the exact multiply by :math:`\gamma`, ``("multiply", n, k)``."""
+        return ("multiply", self.n, self.k)
+
+    @functools.cached_property
+    def multiply_push(self) -> tuple[tuple, ...]:
+        """The push of a step that moves no exponent: the multiply alone."""
+        return (self.multiply_op,)
+
     def _check_invertible(self) -> None:
         if not self.n:
             raise NotInvertibleError(
@@ -168,9 +180,9 @@ class MomentumCoefficients:
         ok, changed, v_bits, x_bits = facts.tolist()  # the one host synchronisation of a step
         if not ok:
             raise range_error(where, state.dtype)
-        multiply = ("multiply", self.n, self.k)
+        multiply = self.multiply_op
         # Most steps move no exponent: their kernels are compiled without the shifts (None).
-        ops: tuple[tuple, ...] = (("bits", v_bits), multiply, ("bits", x_bits)) if changed else (multiply,)
+        ops = (("bits", v_bits), multiply, ("bits", x_bits)) if changed else self.multiply_push
         fuse = state.stack.fits(*ops)
         record = Rescaling(state.x_exp, state.v_exp, x_shift, v_shift, fuse) if changed else None
         state.rescalings.append(record)
@@ -233,7 +245,7 @@ class MomentumCoefficients:
     def exact_undo_velocity(self, state: ExactState, fx: Tensor) -> None:
         """Second half: given :math:`f(x)` at the rebuilt :math:`x`, rebuild :math:`v` in place."""
         record = state.rescalings.pop()
-        multiply = ("multiply", self.n, self.k)
+        multiply = self.multiply_op
         fx = fx.detach()
         if record is not None and not record.fused:
             state.stack.word, state.v = divide_word(
@@ -243,7 +255,7 @@ class MomentumCoefficients:
             state.unscale_v(record)
             return
         ops = state.stack.top()
-        if ops != ((multiply,) if record is None else (ops[0], multiply, ops[-1])):
+        if ops != (self.multiply_push if record is None else (ops[0], multiply, ops[-1])):
             raise RuntimeError(f"the bit stack's last push {ops!r} is not a fused momentum step")
         shift = None if record is None else record.v_shift
         momentum_undo_velocity(

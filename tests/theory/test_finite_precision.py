@@ -231,7 +231,7 @@ def test_exponent_stack_bounds_hold_after_every_push(k, numerator, widths, seed,
         elif kind < 0.7 and stack.fits(*fused):
             ops = fused
         stack.reserve(*ops)
-        pushes = [(record.op, record.width, record.spilled) for record in stack._history]
+        pushes = stack.pushes()
         low, high = fp.exponent_stack_bounds(pushes, n, k)
         bits = stack.bits_per_coordinate()
         assert low <= bits < high, (n, k, pushes[-1], bits, low, high)
@@ -242,7 +242,7 @@ def test_exponent_stack_bounds_of_multiplies_alone():
     stack = BitStack(torch.zeros(1, dtype=torch.int64))
     for _ in range(64):
         stack.multiply(torch.zeros(1, dtype=torch.int64), 1, 1)
-        low, high = fp.exponent_stack_bounds([(r.op, r.width, r.spilled) for r in stack._history], 1, 1)
+        low, high = fp.exponent_stack_bounds(stack.pushes(), 1, 1)
         assert low <= stack.bits_per_coordinate() < high
     assert (low, stack.bits_per_coordinate()) == (65, 96)
 
