@@ -1,6 +1,6 @@
-"""The theory-check notebooks of ``notebooks/``: the six of the design, stored without outputs, that
-run top to bottom without error (each holds ``assert``s of the theory, so a notebook that stops agreeing
-with the theory fails here)."""
+"""The notebooks of ``notebooks/``: the six theory checks of the design and the comparison of the
+second-order family, stored without outputs, that run top to bottom without error (each holds
+``assert``s of the theory, so a notebook that stops agreeing with the theory fails here)."""
 
 import re
 import time
@@ -18,6 +18,7 @@ EXPECTED = [
     "04_compare_discretizations",
     "05_memory_and_time",
     "06_first_vs_second_order_node",
+    "07_second_order_family",
 ]
 #: nbclient's limit for one cell, in seconds; a whole notebook runs in well under a minute on two CPU cores.
 CELL_TIMEOUT = 120
@@ -31,7 +32,7 @@ def _read(path: Path):
     return nbformat.read(path, as_version=4)
 
 
-def test_the_notebooks_are_the_six_of_the_design():
+def test_the_notebooks_are_those_of_the_design():
     assert [path.stem for path in PATHS] == EXPECTED
 
 

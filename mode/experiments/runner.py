@@ -26,6 +26,7 @@ MODULES = (
     "memory_depth",
     "transformer_depth",
     "convert_finetune",
+    "second_order_family",
 )
 
 

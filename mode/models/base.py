@@ -20,11 +20,7 @@ from typing import Any
 import torch
 import torchdiffeq
 
-# torchdiffeq exports no list of its methods; its registry is the one source that stays in step with the
-# installed version.
-from torchdiffeq._impl.odeint import SOLVERS
-
-from mode.continuous import SOLVER_DTYPES
+from mode.continuous import SOLVER_DTYPES, TORCHDIFFEQ_METHODS
 from mode.ode import _real, check_force, check_position, check_positive, check_velocity, takes_time
 
 BACKPROP_MODES = ("autograd", "adjoint")
@@ -34,7 +30,8 @@ State = tuple[torch.Tensor, ...]
 
 @dataclass
 class ModelOutput:
-    """What a continuous-time model returns.
+    """What a continuous-time model returns: from ``forward``, at the final time; from
+    :meth:`ContinuousModel.trajectory`, at every output time, along a leading dimension.
 
     Attributes
     ----------
@@ -152,8 +149,10 @@ class ContinuousModel(torch.nn.Module):
         self.field = check_module("field", field)
         self._field_takes_time = takes_time(field, self._field_inputs, name="field")
         self.T = check_positive("T", T)
-        if not isinstance(method, str) or method not in SOLVERS:
-            raise ValueError(f"method must be one of torchdiffeq's {sorted(SOLVERS)}, got {method!r}")
+        if not isinstance(method, str) or method not in TORCHDIFFEQ_METHODS:
+            raise ValueError(
+                f"method must be one of torchdiffeq's {sorted(TORCHDIFFEQ_METHODS)}, got {method!r}"
+            )
         self.method = method
         self.rtol = check_positive("rtol", rtol)
         self.atol = check_positive("atol", atol)
@@ -236,20 +235,13 @@ class ContinuousModel(torch.nn.Module):
             return 0
         return self._last_solve.nfe - self._nfe_forward
 
-    def forward(self, x: torch.Tensor) -> ModelOutput:
-        """Solve from :meth:`initial_state` of ``x`` to time ``T`` and read the prediction out.
-
-        Raises
-        ------
-        TypeError
-            When ``x`` is not a float32 or float64 tensor (torchdiffeq's step-size control fails in half
-            precision).
-        """
+    def _solve(self, x: torch.Tensor, times: torch.Tensor) -> State:
+        """The counted solve from :meth:`initial_state` of ``x`` at ``times[0]``: the states at ``times``,
+        each with the time as its leading dimension."""
         check_position(x, "x")
         if x.dtype not in SOLVER_DTYPES:
             raise TypeError(f"x must be float32 or float64 for the torchdiffeq solve, got {x.dtype}")
         state0 = self.initial_state(x)
-        times = torch.tensor([0.0, self.T], dtype=x.dtype, device=x.device)
         counter = CountingDynamics(self.dynamics)
         self._field_checked = False
         kwargs: dict[str, Any] = dict(
@@ -261,10 +253,58 @@ class ContinuousModel(torch.nn.Module):
             )
         else:
             path = torchdiffeq.odeint(counter, state0, times, **kwargs)
-        final = tuple(s[-1] for s in path)
         self._last_solve, self._nfe_forward = counter, counter.nfe
+        return tuple(path)
+
+    def _predict(self, state: State) -> torch.Tensor:
         if self.readout is None:
-            prediction = self.position(final)
-        else:
-            prediction = self.readout(self.readout_input(final))
-        return ModelOutput(prediction=prediction, state=final, nfe_forward=counter.nfe)
+            return self.position(state)
+        return self.readout(self.readout_input(state))
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        """Solve from :meth:`initial_state` of ``x`` to time ``T`` and read the prediction out.
+
+        Raises
+        ------
+        TypeError
+            When ``x`` is not a float32 or float64 tensor (torchdiffeq's step-size control fails in half
+            precision).
+        """
+        times = torch.tensor([0.0, self.T], dtype=x.dtype, device=x.device)
+        final = tuple(s[-1] for s in self._solve(x, times))
+        return ModelOutput(prediction=self._predict(final), state=final, nfe_forward=self._nfe_forward)
+
+    def trajectory(self, x: torch.Tensor, times: torch.Tensor) -> ModelOutput:
+        r"""Solve from :meth:`initial_state` of ``x``, placed at time ``times[0]``, and read the prediction
+        out at every time of ``times``: :math:`s(t_0) = s_0(x)`, :math:`\dot s = F(s, t)`, output
+        :math:`(\mathrm{prediction}(s(t_k)))_k`. The horizon ``T`` is not used.
+
+        The adaptive solvers choose their steps by the tolerances alone and interpolate at ``times``, so the
+        output grid does not change the steps taken; ``nfe_forward`` and :attr:`nfe_backward` count as in
+        :meth:`forward` (the adjoint's backward pass also restarts at each output time).
+
+        Parameters
+        ----------
+        x : Tensor
+            The input, as for :meth:`forward`.
+        times : Tensor
+            Strictly increasing 1-D tensor of at least two times.
+
+        Returns
+        -------
+        ModelOutput
+            ``prediction`` and every tensor of ``state`` with a leading dimension of ``len(times)``; the
+            first entry is the initial state's.
+
+        Raises
+        ------
+        TypeError, ValueError
+            When ``x`` is as :meth:`forward` refuses it, or ``times`` is not a strictly increasing 1-D
+            floating-point tensor of at least two entries.
+        """
+        if not isinstance(times, torch.Tensor) or not times.is_floating_point():
+            raise TypeError(f"times must be a floating-point tensor, got {type(times).__name__}")
+        if times.ndim != 1 or len(times) < 2 or not bool((times.diff() > 0).all()):
+            raise ValueError("times must be a strictly increasing 1-D tensor of at least two times")
+        path = self._solve(x, times.to(dtype=x.dtype, device=x.device))
+        return ModelOutput(prediction=self._predict(path), state=path, nfe_forward=self._nfe_forward)

@@ -27,6 +27,7 @@ import mode.experiments.linear_maps as linear_maps
 import mode.experiments.memory_depth as memory_depth
 import mode.experiments.nested_rings as nested_rings
 import mode.experiments.parity as parity
+import mode.experiments.second_order_family as second_order_family
 import mode.experiments.spheres as spheres
 import mode.experiments.transformer_depth as transformer_depth
 import mode.nn
@@ -51,6 +52,7 @@ NAMES = (
     "memory-depth",
     "transformer-depth",
     "convert-finetune",
+    "second-order-family",
 )
 
 #: Name -> (module, settings replacing its QUICK): fewer steps, points, seeds, masses and depths, with
@@ -123,6 +125,7 @@ REDUCED = {
         convert_finetune,
         {**convert_finetune.QUICK, "depth": 14, "pretrain_epochs": 3, "budgets": (2,)},
     ),
+    "second-order-family": (second_order_family, {**second_order_family.QUICK, "seeds": 1}),
 }
 
 

@@ -276,3 +276,57 @@ def test_backprop_is_checked_when_switched_after_construction():
     with pytest.raises(ValueError, match="^backprop must be one of"):
         model.backprop = "reversible"
     assert model.backprop == "adjoint"
+
+
+def test_trajectory_of_a_linear_node_is_the_matrix_exponential_at_every_time(x):
+    torch.manual_seed(2)
+    linear = torch.nn.Linear(D, D, bias=False).double()
+    times = torch.tensor([0.0, 0.4, 1.1, 2.0], dtype=torch.float64)
+    out = NODE(linear, **TIGHT).trajectory(x, times)
+    assert out.prediction.shape == (len(times), BATCH, D) and out.state[0] is out.prediction
+    for k, t in enumerate(times):
+        exact = x @ torch.linalg.matrix_exp(t * linear.weight.detach()).T
+        torch.testing.assert_close(out.prediction[k], exact, rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("index", range(len(MODEL_NAMES)), ids=MODEL_NAMES)
+def test_trajectory_ends_where_forward_ends_and_starts_at_the_initial_state(x, index):
+    # The adaptive steps do not depend on the output grid, so the end point is the forward's to rounding.
+    model = all_models(**TIGHT)[index]
+    model.readout = torch.nn.Linear(model.readout_input(model.initial_state(x)).shape[-1], 2).double()
+    times = torch.linspace(0.0, model.T, 5, dtype=torch.float64)
+    path = model.trajectory(x, times)
+    final = model(x)
+    assert path.prediction.shape == (len(times), BATCH, 2)
+    torch.testing.assert_close(path.prediction[-1], final.prediction, rtol=0, atol=1e-12)
+    torch.testing.assert_close(tuple(s[0] for s in path.state), model.initial_state(x), rtol=0, atol=0)
+    assert path.nfe_forward == final.nfe_forward
+
+
+def test_trajectory_adjoint_gradients_equal_direct_backprop(x):
+    model = all_models(**TIGHT)[3]  # HBNODE: learned damping and an initial-momentum module
+    times = torch.tensor([0.0, 0.3, 0.8, 1.5], dtype=torch.float64)
+
+    def gradients():
+        model.zero_grad()
+        model.trajectory(x, times).prediction.sin().sum().backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    direct = gradients()
+    assert model.nfe_backward == 0
+    model.backprop = "adjoint"
+    adjoint = gradients()
+    assert model.nfe_backward > 0
+    for a, b in zip(adjoint, direct, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8)
+
+
+def test_trajectory_refuses_bad_times(x):
+    model = NODE(mlp())
+    with pytest.raises(TypeError, match="^times must"):
+        model.trajectory(x, [0.0, 1.0])
+    with pytest.raises(TypeError, match="^times must"):
+        model.trajectory(x, torch.arange(3))
+    for times in ([0.0], [0.0, 1.0, 1.0], [1.0, 0.0], [[0.0, 1.0]]):
+        with pytest.raises(ValueError, match="^times must"):
+            model.trajectory(x, torch.tensor(times, dtype=torch.float64))
