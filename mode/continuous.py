@@ -189,7 +189,8 @@ def odeint(
         if T is not None:
             _check_horizon(check_positive("T", T), times)
     field = CountingField(f, eps)
-    if method in SCHEMES and (backprop != "autograd" or method not in TORCHDIFFEQ_METHODS):
+    # "euler" and "rk4" are torchdiffeq's under autograd and the adjoint, the schemes otherwise.
+    if backprop in FIXED_STEP_BACKPROP[1:] or method not in TORCHDIFFEQ_METHODS:
         x, v = _solve_scheme(field, x0, v0, eps, times, method, backprop, steps, options, adjoint_params)
     else:
         x, v = _solve_torchdiffeq(

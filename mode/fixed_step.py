@@ -25,7 +25,7 @@ must lie on that grid.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableSequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -89,6 +89,31 @@ def step_grid(times: torch.Tensor, steps: int | None, step_size: float | None) -
             )
         stops.append(n)
     return StepGrid(t0, h, tuple(stops))
+
+
+class _Periodic(MutableSequence):
+    """``items`` repeated to ``length``, stored once: a solve's per-layer blocks, rules and parameters
+    repeat with the period of a step, and a list of thousands of references would outweigh its state."""
+
+    def __init__(self, items: tuple, length: int) -> None:
+        self.items, self.length = items, length
+
+    def __getitem__(self, i):
+        if isinstance(i, slice) or not -self.length <= i < self.length:
+            raise IndexError(f"layer {i} of {self.length}")
+        return self.items[i % len(self.items)]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __setitem__(self, i, value):
+        raise TypeError("the layers of a solve share their entries: they cannot be set one by one")
+
+    def __delitem__(self, i):
+        raise TypeError("a solve has a fixed number of layers")
+
+    def insert(self, i, value):
+        raise TypeError("a solve has a fixed number of layers")
 
 
 class _Force(torch.nn.Module):
@@ -243,12 +268,12 @@ def _reversible(
             return t + offset if offset else t
 
         recursion = Recursion(
-            blocks=[force] * layers,
-            rules=[r for _ in range(stop - start) for r, _ in substeps],
+            blocks=_Periodic((force,), layers),
+            rules=_Periodic(tuple(r for r, _ in substeps), layers),
             args=(),
             kwargs={},
-            block_params=[params] * layers,
-            states=[state] * layers,
+            block_params=_Periodic((params,), layers),
+            states=_Periodic((state,), layers),
             mode=mode,
             time_of=time_of,
             single_node=True,

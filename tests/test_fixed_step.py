@@ -179,6 +179,16 @@ def test_torchdiffeq_fixed_grid_takes_steps():
     assert torch.equal(a.x, b.x) and a.nfe_forward == b.nfe_forward == 32
 
 
+def test_names_of_both_libraries_are_torchdiffeqs_under_the_adjoint():
+    f = TimeField(seed=14)
+    x0, v0 = _inputs(seed=15)
+    sol = mode.odeint(f, x0, v0, eps=0.5, method="rk4", backprop="adjoint", steps=8)
+    reference = mode.odeint(f, x0, v0, eps=0.5, method="rk4", steps=8)
+    assert torch.equal(sol.x, reference.x) and sol.nfe_forward == 32
+    _loss(sol).backward()
+    assert sol.nfe_backward > 0
+
+
 def test_adjoint_true_is_backprop_adjoint():
     f = TimeField(seed=12)
     x0, v0 = _inputs(seed=13)

@@ -45,8 +45,6 @@ bookkeeping (spills, bound, history) around such a fused call.
 
 from __future__ import annotations
 
-from array import array
-
 import torch
 from torch import Tensor
 
@@ -146,16 +144,16 @@ class BitStack:
         if not isinstance(like, Tensor):
             raise TypeError(f"like must be a torch.Tensor, got {type(like).__name__}")
         self.word = torch.zeros_like(like, dtype=torch.int64)
-        self._bound = 0
+        # The word's data-independent bound; None after an undo, until a push needs it (_current_bound).
+        self._bound: int | None = 0
         self._chunks: list[Tensor] = []
         self._chunk_bits = 0
-        # What each push did, so its undo can check it and restore the spilled chunks and the bound: its
-        # ops (one shared tuple per distinct push), and (chunk width, chunks spilled, bound before it) in
-        # a flat int64 array. Bounds stay below 2**63. A long solve pushes once per step: a few dozen
-        # bytes per push, not a Python object each.
-        self._ops: list[tuple] = []
-        self._numbers = array("q")
-        self._interned: dict[tuple, tuple] = {}
+        # What the pushes did, so that each undo can check its ops and restore the chunks spilled for it:
+        # runs of equal pushes ([ops, chunk width, count]) and the chunks spilled by each push that
+        # spilled. A long solve repeats one push with rare spills, so the record stays a few runs long.
+        self._runs: list[list] = []
+        self._spills: dict[int, int] = {}
+        self._count = 0
 
     def copy(self) -> BitStack:
         """An independent stack with the same contents (the live word is copied, since fused kernels
@@ -163,13 +161,13 @@ class BitStack:
         twin = BitStack.__new__(BitStack)
         twin.__dict__.update(self.__dict__)
         twin.word = self.word.clone()
-        twin._chunks, twin._ops = list(self._chunks), list(self._ops)
-        twin._numbers = array("q", self._numbers)
+        twin._chunks, twin._spills = list(self._chunks), dict(self._spills)
+        twin._runs = [list(run) for run in self._runs]
         return twin
 
     def __len__(self) -> int:
         """Number of pushes not yet undone."""
-        return len(self._ops)
+        return self._count
 
     def bits_per_coordinate(self) -> int:
         """Bits stored per coordinate: all chunk widths plus the 64-bit live word."""
@@ -181,7 +179,7 @@ class BitStack:
 
     def is_empty(self) -> bool:
         """Whether nothing is recorded: zero live word, no chunks, no pushes (syncs the device)."""
-        return not self._ops and not self._chunks and not bool(self.word.any())
+        return not self._count and not self._chunks and not bool(self.word.any())
 
     def _check_v(self, v: Tensor) -> None:
         if not isinstance(v, Tensor) or v.dtype != torch.int64:
@@ -198,7 +196,6 @@ class BitStack:
         chunk = (self.word & ((1 << width) - 1)) - offset
         self._chunks.append(chunk.to(_CHUNK_DTYPES[width]))
         self.word = self.word >> width
-        self._bound >>= width
         self._chunk_bits += width
 
     def _absorb(self, width: int) -> None:
@@ -216,6 +213,18 @@ class BitStack:
             else:
                 bound = ((bound + 1) << op[1]) - 1
         return bound
+
+    def _current_bound(self) -> int:
+        """The bound after the pushes recorded: replayed from the empty stack after an undo (the spill
+        schedule and the bound depend only on the sequence of pushes)."""
+        if self._bound is None:
+            bound, index = 0, 0
+            for ops, width, count in self._runs:
+                for _ in range(count):
+                    bound = self._grown(bound >> (width * self._spills.get(index, 0)), ops)
+                    index += 1
+            self._bound = bound
+        return self._bound
 
     def fits(self, *ops: tuple) -> bool:
         """Whether ``ops`` fit the word once everything is spilled, i.e. :meth:`reserve` can take them as
@@ -246,25 +255,31 @@ class BitStack:
                 raise ValueError(f"op must be ('multiply', n, k) or ('bits', b), 0 <= b <= 62, got {op!r}")
         if not self.fits(*ops):
             raise ValueError(f"{ops!r} do not fit one {WORD_BITS}-bit word: reserve them one by one")
-        bound, spilled = self._bound, 0
-        while self._grown(self._bound, ops) >= 1 << WORD_BITS:
+        bound, spilled = self._current_bound(), 0
+        while self._grown(bound, ops) >= 1 << WORD_BITS:
             self._spill(width)
+            bound >>= width
             spilled += 1
-        self._ops.append(self._interned.setdefault(ops, ops))
-        self._numbers.extend((width, spilled, bound))
-        self._bound = self._grown(self._bound, ops)
+        if spilled:
+            self._spills[self._count] = spilled
+        if self._runs and self._runs[-1][0] == ops and self._runs[-1][1] == width:
+            self._runs[-1][2] += 1
+        else:
+            self._runs.append([ops, width, 1])
+        self._count += 1
+        self._bound = self._grown(bound, ops)
 
     def pushes(self) -> list[tuple[tuple, int, int]]:
         """Every push not yet undone, oldest first: its ops, chunk width and number of spilled chunks (what
         the storage bounds of ``theory/finite_precision.md`` read)."""
-        numbers = self._numbers
-        return [(op, numbers[3 * i], numbers[3 * i + 1]) for i, op in enumerate(self._ops)]
+        flat = [(ops, width) for ops, width, count in self._runs for _ in range(count)]
+        return [(ops, width, self._spills.get(i, 0)) for i, (ops, width) in enumerate(flat)]
 
     def top(self) -> tuple:
         """The ops of the most recent push not yet undone."""
-        if not self._ops:
+        if not self._count:
             raise IndexError("the BitStack holds no push")
-        return self._ops[-1]
+        return self._runs[-1][0]
 
     def release(self, *ops: tuple) -> None:
         """Close the undo of the most recent push, which must be ``ops``: restore the chunks it spilled.
@@ -277,15 +292,18 @@ class BitStack:
         ValueError
             If ``op`` differs from the recorded push.
         """
-        if not self._ops:
+        if not self._count:
             raise IndexError("undo on an empty BitStack: there is no push left to undo")
-        if self._ops[-1] != ops:
-            raise ValueError(f"undo of {ops!r} does not match the last push {self._ops[-1]!r}")
-        self._ops.pop()
-        bound, spilled, width = self._numbers.pop(), self._numbers.pop(), self._numbers.pop()
-        for _ in range(spilled):
-            self._absorb(width)
-        self._bound = bound
+        run = self._runs[-1]
+        if run[0] != ops:
+            raise ValueError(f"undo of {ops!r} does not match the last push {run[0]!r}")
+        self._count -= 1
+        for _ in range(self._spills.pop(self._count, 0)):
+            self._absorb(run[1])
+        run[2] -= 1
+        if not run[2]:
+            self._runs.pop()
+        self._bound = None if self._count else 0
 
     def multiply(self, v: Tensor, n: int, k: int) -> Tensor:
         """Return ``v * n / 2**k`` rounded so that :meth:`divide` recovers ``v`` exactly.
@@ -325,9 +343,9 @@ class BitStack:
         """
         self._check_v(v)
         _check_factor(n, k)
-        if self._ops and self._ops[-1] != (("multiply", n, k),):
-            raise ValueError(f"divide(n={n}, k={k}) does not match the last push {self._ops[-1]!r}")
-        if not self._ops:
+        if self._count and self.top() != (("multiply", n, k),):
+            raise ValueError(f"divide(n={n}, k={k}) does not match the last push {self.top()!r}")
+        if not self._count:
             raise IndexError("divide on an empty BitStack: there is no multiply left to undo")
         self.word, v = divide_word(self.word, v, n, k)
         self.release(("multiply", n, k))
@@ -347,7 +365,7 @@ class BitStack:
         ValueError
             If the stack is empty or its last push is anything else.
         """
-        ops = self._ops[-1] if self._ops else ()
+        ops = self.top() if self._count else ()
         if len(ops) != 1 or ops[0][0] != "bits":
             raise ValueError(f"the bit stack's last push {ops!r} is not a plain bit push")
         return ops

@@ -36,14 +36,48 @@ class Rescaling:
     fused: bool
 
 
+class SparseLog:
+    """A stack of per-step entries, mostly ``None``, that stores only the others: ``append``, ``pop``,
+    ``[-1]`` and ``len`` as a list's, at a cost per entry that is not ``None`` (a solve of thousands of
+    steps changes an exponent a few times)."""
+
+    def __init__(self) -> None:
+        self._length = 0
+        self._entries: dict[int, Rescaling] = {}
+
+    def append(self, entry: Rescaling | None) -> None:
+        if entry is not None:
+            self._entries[self._length] = entry
+        self._length += 1
+
+    def pop(self) -> Rescaling | None:
+        if not self._length:
+            raise IndexError("pop from an empty log")
+        self._length -= 1
+        return self._entries.pop(self._length, None)
+
+    def __getitem__(self, index: int) -> Rescaling | None:
+        if index != -1 or not self._length:
+            raise IndexError("a SparseLog reads its last entry only, [-1]")
+        return self._entries.get(self._length - 1)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def copy(self) -> SparseLog:
+        twin = SparseLog()
+        twin._length, twin._entries = self._length, dict(self._entries)
+        return twin
+
+
 @dataclass
 class ExactState:
     r"""Mantissas and exponents of :math:`x = X 2^a`, :math:`v = V 2^b`, and the bit stack.
 
     ``blocks`` says what shares an exponent (:data:`~mode.exact.block_float.BLOCKS`: the whole tensor or
-    each sample). ``rescalings`` holds one entry per step (``None`` where no exponent changed), so the walk
-    back knows every exponent without reading the data. The steps update the mantissas and the stack's word
-    in place; exponent tensors are replaced, never modified.
+    each sample). ``rescalings`` holds one entry per step (``None``, not stored, where no exponent changed),
+    so the walk back knows every exponent without reading the data. The steps update the mantissas and the
+    stack's word in place; exponent tensors are replaced, never modified.
     """
 
     x: Tensor
@@ -53,7 +87,7 @@ class ExactState:
     stack: BitStack
     dtype: torch.dtype
     blocks: str = "tensor"
-    rescalings: list[Rescaling | None] = field(default_factory=list)
+    rescalings: SparseLog = field(default_factory=SparseLog)
 
     @classmethod
     def encode(cls, x0: Tensor, v0: Tensor | None, blocks: str = "tensor") -> ExactState:
@@ -121,5 +155,5 @@ class ExactState:
             x=self.x.clone(),
             v=self.v.clone(),
             stack=self.stack.copy(),
-            rescalings=list(self.rescalings),
+            rescalings=self.rescalings.copy(),
         )

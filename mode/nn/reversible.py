@@ -33,7 +33,7 @@ and a block shared by several layers is accumulated by the engine like any reuse
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableSequence, Sequence
 from dataclasses import dataclass, replace
 from typing import cast
 
@@ -59,20 +59,21 @@ _AccumulateGrad = torch._C._functions.AccumulateGrad
 class Recursion:
     """The fixed parameters of one forward call (everything but the tensors autograd tracks)."""
 
-    blocks: list
+    blocks: Sequence
     rules: Sequence[MomentumCoefficients]  # per layer
     args: tuple
     kwargs: dict
     # Per layer, the tensors its node hands gradients to: the block's parameters that require grad, then
     # (added by the forward) the leaves the block captured, such as a closure's module weights.
-    block_params: list[list[torch.Tensor]]
-    states: list[BlockState]  # per layer, shared by the layers of one block
+    block_params: MutableSequence[list[torch.Tensor]]
+    states: Sequence[BlockState]  # per layer, shared by the layers of one block
     mode: CallMode
     exponents: str = "tensor"  # what shares an exponent (mode.exact.block_float.BLOCKS)
     # Per layer, the time a block is called at as block(x, t, *args) (an ODE solve); None: block(x, *args).
     time_of: Callable[[int], torch.Tensor] | None = None
     # One autograd node for all layers instead of a chain of one per layer: for layers that share their
     # parameters (an ODE solve), whose gradients the engine would only sum, it saves a node per layer.
+    # Their block_params must then be one list, shared by every layer.
     single_node: bool = False
     # How to make a tensor the forward found outside the blocks' reach differentiable (error messages).
     outside_remedy: str = (
@@ -93,7 +94,7 @@ class ExactRecord:
 
     state: ExactState
     layer: int
-    states: list[LayerState | None]
+    states: dict[int, LayerState]  # per layer whose block changed generator or buffer state
     # The forward's inputs (v0 None: zero), referenced, not copied: their bits below the grid are not part
     # of the recursion, and inverse() returns them from here; the versions detect a later in-place change.
     inputs: tuple[torch.Tensor, torch.Tensor | None]
@@ -102,7 +103,7 @@ class ExactRecord:
 
     def clone(self) -> ExactRecord:
         """An independent record to walk back."""
-        return replace(self, state=self.state.clone(), states=list(self.states))
+        return replace(self, state=self.state.clone(), states=dict(self.states))
 
 
 def call_block(block, i: int, x: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
@@ -233,7 +234,7 @@ def exact_forward(rec: Recursion, x0: torch.Tensor, v0: torch.Tensor | None) -> 
     return its record."""
     state = ExactState.encode(x0.detach(), None if v0 is None else v0.detach(), rec.exponents)
     checksum = state.checksum()
-    x, states = state.decode_x(), []
+    x, states = state.decode_x(), {}
     depth = len(rec.blocks)
     arg_tensors = tensor_arguments(rec.args, rec.kwargs)
     for i, block in enumerate(rec.blocks):
@@ -243,9 +244,13 @@ def exact_forward(rec: Recursion, x0: torch.Tensor, v0: torch.Tensor | None) -> 
         if since is not None and fx.grad_fn is not None:
             known = [*rec.block_params[i], *arg_tensors]
             captured = captured_leaves(i, fx, since, known, rec.outside_remedy)
-            if captured:
+            if captured and rec.single_node:
+                # Layers that share their parameters share one list: what one captured, all take.
+                rec.block_params[i].extend(captured)
+            elif captured:
                 rec.block_params[i] = [*rec.block_params[i], *captured]
-        states.append(recorder.state)
+        if recorder.state is not None:
+            states[i] = recorder.state
         x = rec.rules[i].exact_step(state, fx, f"the reversible forward pass (layer {i} of {depth})")
     for block_state in dict.fromkeys(rec.states):
         block_state.record_versions()
@@ -265,10 +270,9 @@ def undo_layer(
     """
     i = record.layer - 1
     x = rec.rules[i].exact_undo_position(record.state)
-    with rec.states[i].restored(i), replayed(rec.blocks[i], record.states[i], x.device):
+    with rec.states[i].restored(i), replayed(rec.blocks[i], record.states.pop(i, None), x.device):
         fx = fx_of(i, x)
     rec.rules[i].exact_undo_velocity(record.state, fx)
-    record.states[i] = None
     record.layer = i
     return x, fx
 

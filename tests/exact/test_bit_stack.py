@@ -180,6 +180,39 @@ def test_mixed_factors_reverse_in_order(factors, v):
     assert stack.is_empty()
 
 
+@settings(max_examples=20, deadline=None)
+@given(
+    factors=st.lists(st.floats(1e-3, 1 - 1e-7).map(rational_gamma), min_size=2, max_size=60),
+    undo=st.integers(1, 59),
+    v=fixed_point_values,
+)
+def test_pushes_after_an_undo_spill_as_if_the_undone_pushes_never_happened(factors, undo, v):
+    """The bound is rebuilt from the recorded pushes after an undo: pushing again from there gives the
+    word, the chunks and the record of a stack that never made the undone pushes."""
+    undo = min(undo, len(factors) - 1)
+    kept, other = factors[:-undo], factors[-undo:][::-1]
+    start = torch.tensor(v, dtype=torch.int64)
+    walked, current = BitStack(start), start
+    for n, k in factors:
+        current = walked.multiply(current, n, k)
+    for n, k in reversed(factors[-undo:]):
+        current = walked.divide(current, n, k)
+    for n, k in other:
+        current = walked.multiply(current, n, k)
+    fresh, expected = _multiply_all(BitStack(start), start, kept + other)
+    assert torch.equal(current, expected) and torch.equal(walked.word, fresh.word)
+    assert walked.pushes() == fresh.pushes() and walked.bits_per_coordinate() == fresh.bits_per_coordinate()
+    for n, k in reversed(kept + other):
+        current = walked.divide(current, n, k)
+    assert torch.equal(current, start) and walked.is_empty()
+
+
+def _multiply_all(stack, v, factors):
+    for n, k in factors:
+        v = stack.multiply(v, n, k)
+    return stack, v
+
+
 @pytest.mark.parametrize("k", [1, 31, 32, 47, 48, 55])
 def test_extreme_values_reverse(k):
     n = 2**k - 1
