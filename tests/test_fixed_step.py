@@ -160,8 +160,8 @@ def test_float32_reversible_gradient_is_as_accurate_as_float32_autograd(method):
     seed=st.integers(0, 2**16),
 )
 def test_property_reversible_gradient_is_the_discrete_gradient(method, eps, steps, scale, seed):
-    if method == "momentum" and 1.0 / steps >= eps:
-        steps = math.floor(1.0 / eps) + 1  # gamma = 1 - h/eps must stay positive
+    if method == "momentum":
+        steps = max(steps, math.ceil(2.0 / eps))  # gamma = 1 - h/eps >= 1/2
     f = TimeField(seed=seed)
     x0, v0 = _inputs(seed=seed + 1)
     x0 = (x0.detach() * scale).requires_grad_(True)

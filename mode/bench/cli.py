@@ -69,8 +69,35 @@ def _memory(args: argparse.Namespace) -> int:
     return 1 if missed else 0
 
 
+def _ode(args: argparse.Namespace) -> int:
+    """Run the ODE benchmark; 0 if every target is met, 1 if any is not (the results are written either
+    way), 2 on a usage error."""
+    try:
+        check_output_dir(args.out, "--out")
+    except ValueError as error:
+        return usage_error("bench ode", str(error))
+    # Imported here so that ``mode --help`` does not load matplotlib and torchdiffeq.
+    from mode.bench.ode import run_ode_benchmark, summary_table
+
+    results = run_ode_benchmark(quick=args.quick, seed=args.seed, out=args.out)
+    print(summary_table(results))
+    missed, total = [], 0
+    for workload, targets in results["targets"].items():
+        for name, target in targets.items():
+            total += 1
+            print(f"{workload} {name}: {'met' if target['met'] else 'NOT met'} (value {target['value']})")
+            if not target["met"]:
+                missed.append(f"{workload} {name}")
+    print(f"wrote {args.out}/results.json and figures")
+    print(
+        f"{total - len(missed)} of {total} targets met"
+        + (f"; NOT met: {', '.join(missed)}" if missed else "")
+    )
+    return 1 if missed else 0
+
+
 def add_parser(subparsers) -> None:
-    """Add ``mode bench memory`` to the ``mode`` command line."""
+    """Add ``mode bench memory`` and ``mode bench ode`` to the ``mode`` command line."""
     bench = subparsers.add_parser("bench", help="run a benchmark", description="Benchmarks of momentum-ode.")
     benchmarks = bench.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     memory = benchmarks.add_parser(
@@ -139,3 +166,17 @@ def add_parser(subparsers) -> None:
         help=f"memory processes at once (default {FULL_SETTINGS.memory_workers}; timings run alone)",
     )
     memory.set_defaults(run=_memory)
+    ode = benchmarks.add_parser(
+        "ode",
+        help="gradient error, activation memory and time of neural-ODE gradient methods",
+        description="Gradient error (against a float64 reference of the true ODE gradient), activation "
+        "memory and time of one forward and backward pass of eps x'' + x' = f(x, t), in float32, for "
+        "torchdiffeq's dopri5 and rk4 (direct and adjoint), MALI (TorchDiffEqPack) and mode's reversible "
+        "momentum and leapfrog and checkpointed leapfrog; and the float64 gap of mode's reversible "
+        "gradients to autograd through the same steps. Writes results.json and PNG figures. Exits 1 if "
+        "any target is not met (the results are written all the same), 2 on a usage error.",
+    )
+    ode.add_argument("--quick", action="store_true", help="tiny sizes, steps 16 and 64 (under a minute)")
+    ode.add_argument("--seed", type=int, default=0, help="seed of the fields, states and loss (default 0)")
+    ode.add_argument("--out", default="benchmarks/ode", help="output directory (default benchmarks/ode)")
+    ode.set_defaults(run=_ode)
