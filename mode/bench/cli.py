@@ -54,14 +54,20 @@ def _memory(args: argparse.Namespace) -> int:
     for timing in results["timings"]:
         if timing["reason"] is not None:
             print(f"not timed {timing['workload']} L={timing['depth']}: {timing['reason']}")
+    return _report_targets(results["targets"], args.out)
+
+
+def _report_targets(targets: dict, out) -> int:
+    """Print every target of ``{workload: {name: target}}`` and the count met; 1 if any is not, else 0."""
     missed = []
-    for workload, targets in results["targets"].items():
-        for name, target in targets.items():
-            print(f"{workload} {name}: {'met' if target['met'] else 'NOT met'} ({target['target']})")
+    for workload, named in targets.items():
+        for name, target in named.items():
+            verdict = "met" if target["met"] else "NOT met"
+            print(f"{workload} {name}: {verdict} ({target['target']}; value {target['value']})")
             if not target["met"]:
                 missed.append(f"{workload} {name}")
-    print(f"wrote {args.out}/results.json and figures")
-    total = sum(len(targets) for targets in results["targets"].values())
+    print(f"wrote {out}/results.json and figures")
+    total = sum(len(named) for named in targets.values())
     print(
         f"{total - len(missed)} of {total} targets met"
         + (f"; NOT met: {', '.join(missed)}" if missed else "")
@@ -81,19 +87,7 @@ def _ode(args: argparse.Namespace) -> int:
 
     results = run_ode_benchmark(quick=args.quick, seed=args.seed, out=args.out)
     print(summary_table(results))
-    missed, total = [], 0
-    for workload, targets in results["targets"].items():
-        for name, target in targets.items():
-            total += 1
-            print(f"{workload} {name}: {'met' if target['met'] else 'NOT met'} (value {target['value']})")
-            if not target["met"]:
-                missed.append(f"{workload} {name}")
-    print(f"wrote {args.out}/results.json and figures")
-    print(
-        f"{total - len(missed)} of {total} targets met"
-        + (f"; NOT met: {', '.join(missed)}" if missed else "")
-    )
-    return 1 if missed else 0
+    return _report_targets(results["targets"], args.out)
 
 
 def add_parser(subparsers) -> None:

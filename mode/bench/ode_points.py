@@ -14,11 +14,9 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import time
 import traceback
-from pathlib import Path
 
 import torch
 
@@ -32,6 +30,7 @@ from mode.bench.ode_problem import (
     tight_gradients,
 )
 from mode.bench.rss import reset_peak, status_bytes
+from mode.bench.server import ModuleServer
 from mode.runtime import torch_threads
 
 #: glibc's malloc for the memory processes: every block from 16 KiB up gets its own mapping, returned
@@ -192,29 +191,10 @@ def _serve() -> None:
             sys.stdout.flush()
 
 
-class OdeServer:
-    """A ``python -m mode.bench.ode_points`` process answering requests in fresh children; a context
-    manager. It imports this source tree and runs with ``env`` added to the environment."""
+class OdeServer(ModuleServer):
+    """The server of :data:`~mode.bench.ode_points.TASKS`, answering each request in a fresh child."""
 
-    def __init__(self, env: dict[str, str]):
-        self._env = env
-
-    def __enter__(self) -> OdeServer:
-        env = dict(os.environ, **self._env)
-        root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, (root, env.get("PYTHONPATH"))))
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "mode.bench.ode_points"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._process.stdin.close()
-        self._process.wait()
+    module = "mode.bench.ode_points"
 
     def call(self, task: str, **request) -> dict:
         """Run :data:`~mode.bench.ode_points.TASKS` ``[task]`` in a fresh process; its answer, with

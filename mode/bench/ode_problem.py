@@ -224,22 +224,7 @@ def solve(problem: Problem, spec: Spec, T: float = 1.0) -> tuple[torch.Tensor, o
         x, v = odesolve_adjoint_sym12(func, (problem.x0, problem.v0), options=options)
         forward = func.nfe
         return problem.loss(x, v), lambda: (forward, func.nfe - forward)
-    if spec.method == "rk4-adjoint":
-        # mode.odeint(method="rk4", backprop="adjoint") runs its own rk4 scheme, which refuses the
-        # adjoint, instead of torchdiffeq's rk4 that its docstring promises: torchdiffeq is called directly.
-        func = PhaseSpace(problem.field, problem.eps)
-        times = torch.tensor([0.0, T], dtype=problem.x0.dtype)
-        x, v = torchdiffeq.odeint_adjoint(
-            func,
-            (problem.x0, problem.v0),
-            times,
-            method="rk4",
-            options={"step_size": T / spec.steps},
-            adjoint_params=tuple(problem.field.parameters()),
-        )
-        forward = func.nfe
-        return problem.loss(x[-1], v[-1]), lambda: (forward, func.nfe - forward)
-    kwargs = {"eps": problem.eps, "T": T}
+    kwargs: dict[str, object] = {}
     if spec.method.startswith(("dopri5", "rk4")):
         base, backprop = spec.method.split("-")
         kwargs.update(method=base, backprop="autograd" if backprop == "direct" else "adjoint")
@@ -250,8 +235,13 @@ def solve(problem: Problem, spec: Spec, T: float = 1.0) -> tuple[torch.Tensor, o
         kwargs.update(method=scheme, backprop=backprop)
     if spec.steps is not None:
         kwargs["steps"] = spec.steps
-    solution = mode.odeint(problem.field, problem.x0, problem.v0, **kwargs)
+    solution = _odeint(problem, T, **kwargs)
     return problem.loss(solution.x, solution.v), lambda: (solution.nfe_forward, solution.nfe_backward)
+
+
+def _odeint(problem: Problem, T: float, **kwargs) -> mode.ODESolution:
+    """:func:`mode.odeint` of ``problem`` from :math:`(x_0, v_0)` to ``T``."""
+    return mode.odeint(problem.field, problem.x0, problem.v0, eps=problem.eps, T=T, **kwargs)
 
 
 def gradients(problem: Problem, spec: Spec, T: float = 1.0) -> tuple[list[torch.Tensor], tuple[int, int]]:
@@ -270,17 +260,7 @@ def tight_gradients(
 ) -> tuple[list[torch.Tensor], int]:
     """Gradients of a torchdiffeq solve at ``rtol = atol = tol`` (``problem`` in float64 for a reference),
     by ``torch.autograd.grad`` (no ``.grad`` touched), with the total evaluations of ``f``."""
-    solution = mode.odeint(
-        problem.field,
-        problem.x0,
-        problem.v0,
-        eps=problem.eps,
-        T=T,
-        method=method,
-        backprop=backprop,
-        rtol=tol,
-        atol=tol,
-    )
+    solution = _odeint(problem, T, method=method, backprop=backprop, rtol=tol, atol=tol)
     grads = torch.autograd.grad(problem.loss(solution.x, solution.v), problem.leaves())
     return list(grads), solution.nfe_forward + solution.nfe_backward
 
@@ -308,16 +288,7 @@ def discrete_gap(problem: Problem, scheme: str, steps: int, T: float = 1.0) -> d
     (same scheme, same steps), in ``problem``'s dtype (float64 in the benchmark)."""
     results = []
     for backprop in ("reversible", "autograd"):
-        solution = mode.odeint(
-            problem.field,
-            problem.x0,
-            problem.v0,
-            eps=problem.eps,
-            T=T,
-            method=scheme,
-            backprop=backprop,
-            steps=steps,
-        )
+        solution = _odeint(problem, T, method=scheme, backprop=backprop, steps=steps)
         results.append(torch.autograd.grad(problem.loss(solution.x, solution.v), problem.leaves()))
     return relative_errors(*results)
 

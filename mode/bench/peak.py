@@ -19,17 +19,16 @@ import importlib
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 import traceback
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 
 from mode.bench.methods import build, family, forward_loss, make_layers
 from mode.bench.rss import MALLOC_ENV, reset_peak, status_bytes
+from mode.bench.server import ModuleServer
 from mode.bench.steps import measure_depth
 from mode.bench.summary import stack_bits_bound
 from mode.bench.workloads import Settings, Workload, make_input
@@ -166,33 +165,14 @@ class PointFailed(RuntimeError):
     """A request that the fresh process could not answer; the message holds its traceback."""
 
 
-class PointServer:
-    """A ``python -m mode.bench.peak`` process that answers requests in fresh children; a context manager.
+class PointServer(ModuleServer):
+    """The server of :data:`TASKS`: :data:`.MALLOC_ENV` in its environment for memory points (the
+    default); none for timings, which should see the allocator that users run."""
 
-    It imports this source tree, whether or not it is the installed one, and runs with ``env`` added to
-    the environment: :data:`.MALLOC_ENV` for memory points (the default); none for timings, which should
-    see the allocator that users run.
-    """
+    module = "mode.bench.peak"
 
     def __init__(self, env: dict[str, str] | None = None):
-        self._env = MALLOC_ENV if env is None else env
-
-    def __enter__(self) -> PointServer:
-        env = dict(os.environ, **self._env)
-        root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, (root, env.get("PYTHONPATH"))))
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "mode.bench.peak"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._process.stdin.close()
-        self._process.wait()
+        super().__init__(MALLOC_ENV if env is None else env)
 
     def submit(self, task: str, workload: Workload, settings: Settings, **kwargs) -> None:
         """Start :data:`TASKS` ``[task]`` in a fresh process; :meth:`receive` returns its answer."""
