@@ -81,7 +81,9 @@ class OdeSettings:
     T: float = 1.0
 
 
+#: The committed run's settings.
 FULL_SETTINGS = OdeSettings()
+#: ``--quick``: two step counts, one tolerance, a short reference (for the test suite).
 QUICK_SETTINGS = OdeSettings(
     steps=(16, 64),
     checkpoint_steps=(16,),
