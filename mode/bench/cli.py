@@ -63,7 +63,8 @@ def _report_targets(targets: dict, out) -> int:
     for workload, named in targets.items():
         for name, target in named.items():
             verdict = "met" if target["met"] else "NOT met"
-            print(f"{workload} {name}: {verdict} ({target['target']}; value {target['value']})")
+            value = f"; value {target['value']}" if "value" in target else ""
+            print(f"{workload} {name}: {verdict} ({target['target']}{value})")
             if not target["met"]:
                 missed.append(f"{workload} {name}")
     print(f"wrote {out}/results.json and figures")
