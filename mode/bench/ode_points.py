@@ -9,14 +9,10 @@ hide or inflate a peak.
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
-import os
 import statistics
-import sys
 import time
-import traceback
 
 import torch
 
@@ -30,7 +26,7 @@ from mode.bench.ode_problem import (
     tight_gradients,
 )
 from mode.bench.rss import reset_peak, status_bytes
-from mode.bench.server import ModuleServer
+from mode.bench.server import ModuleServer, serve_forked
 from mode.runtime import torch_threads
 
 #: glibc's malloc for the memory processes: every block from 16 KiB up gets its own mapping, returned
@@ -170,25 +166,7 @@ def _answer(request: dict) -> dict:
 def _serve() -> None:
     """Answer one JSON request per line of stdin with one JSON line on stdout, computed in a child forked
     for it alone; the server itself runs no torch operation, so every child starts from the same state."""
-    # torch.utils.checkpoint and autograd.grad import torch._dynamo on first use, seconds of work that
-    # every child would repeat.
-    importlib.import_module("torch._dynamo")
-    for line in sys.stdin:
-        pid = os.fork()
-        if pid == 0:
-            try:
-                answer = _answer(json.loads(line))
-            except BaseException:
-                answer = {"error": traceback.format_exc()}
-            sys.stdout.write(json.dumps(answer) + "\n")
-            sys.stdout.flush()
-            os._exit(0)  # not the server's cleanup: the child shares its stdin
-        status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-        if status != 0:
-            sys.stdout.write(
-                json.dumps({"error": f"the measuring process ended with status {status}"}) + "\n"
-            )
-            sys.stdout.flush()
+    serve_forked(_answer)
 
 
 class OdeServer(ModuleServer):

@@ -15,20 +15,16 @@ cost more than many of the points themselves).
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
-import os
-import sys
 import time
-import traceback
 from dataclasses import asdict
 
 import torch
 
 from mode.bench.methods import build, family, forward_loss, make_layers
 from mode.bench.rss import MALLOC_ENV, reset_peak, status_bytes
-from mode.bench.server import ModuleServer
+from mode.bench.server import ModuleServer, serve_forked
 from mode.bench.steps import measure_depth
 from mode.bench.summary import stack_bits_bound
 from mode.bench.workloads import Settings, Workload, make_input
@@ -140,25 +136,7 @@ def _serve() -> None:
     The server itself runs no torch operation, so every child starts from the same state: modules
     imported, no thread pool, no tensor allocated.
     """
-    # torch.utils.checkpoint and autograd.grad import torch._dynamo on first use, seconds of work that
-    # every child would repeat.
-    importlib.import_module("torch._dynamo")
-    for line in sys.stdin:
-        pid = os.fork()
-        if pid == 0:
-            try:
-                answer = _answer(json.loads(line))
-            except BaseException:
-                answer = {"error": traceback.format_exc()}
-            sys.stdout.write(json.dumps(answer) + "\n")
-            sys.stdout.flush()
-            os._exit(0)  # not the server's cleanup: the child shares its stdin
-        status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-        if status != 0:  # killed before it could answer, e.g. out of memory
-            sys.stdout.write(
-                json.dumps({"error": f"the measuring process ended with status {status}"}) + "\n"
-            )
-            sys.stdout.flush()
+    serve_forked(_answer)
 
 
 class PointFailed(RuntimeError):

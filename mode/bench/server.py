@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
 import subprocess
 import sys
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -34,3 +38,27 @@ class ModuleServer:
     def __exit__(self, *exc) -> None:
         self._process.stdin.close()
         self._process.wait()
+
+
+def serve_forked(answer: Callable[[dict], dict]) -> None:
+    """Answer one JSON request per line of stdin with one JSON line on stdout, ``answer(request)``
+    computed in a child forked for it alone (an ``{"error": ...}`` line if it raised or died)."""
+    # torch.utils.checkpoint and autograd.grad import torch._dynamo on first use, seconds of work that
+    # every child would repeat.
+    importlib.import_module("torch._dynamo")
+    for line in sys.stdin:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                result = answer(json.loads(line))
+            except BaseException:
+                result = {"error": traceback.format_exc()}
+            sys.stdout.write(json.dumps(result) + "\n")
+            sys.stdout.flush()
+            os._exit(0)  # not the server's cleanup: the child shares its stdin
+        status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        if status != 0:  # killed before it could answer, e.g. out of memory
+            sys.stdout.write(
+                json.dumps({"error": f"the measuring process ended with status {status}"}) + "\n"
+            )
+            sys.stdout.flush()
