@@ -21,7 +21,7 @@ import torchdiffeq
 from torchdiffeq._impl.odeint import SOLVERS as TORCHDIFFEQ_METHODS
 from torchdiffeq._impl.solvers import FixedGridODESolver
 
-from mode.fixed_step import FIXED_STEP_BACKPROP, solve_fixed
+from mode.fixed_step import SCHEME_ONLY_BACKPROP, solve_fixed
 from mode.ode import (
     VectorField,
     check_eps,
@@ -190,7 +190,7 @@ def odeint(
             _check_horizon(check_positive("T", T), times)
     field = CountingField(f, eps)
     # "euler" and "rk4" are torchdiffeq's under autograd and the adjoint, the schemes otherwise.
-    if backprop in FIXED_STEP_BACKPROP[1:] or method not in TORCHDIFFEQ_METHODS:
+    if backprop in SCHEME_ONLY_BACKPROP or method not in TORCHDIFFEQ_METHODS:
         x, v = _solve_scheme(field, x0, v0, eps, times, method, backprop, steps, options, adjoint_params)
     else:
         x, v = _solve_torchdiffeq(
@@ -212,11 +212,15 @@ def _backprop(backprop: str | None, adjoint: bool) -> str:
 
 def _method(method: str | None, backprop: str) -> str:
     if method is None:
-        return "leapfrog" if backprop in FIXED_STEP_BACKPROP[1:] else "dopri5"
+        return "leapfrog" if backprop in SCHEME_ONLY_BACKPROP else "dopri5"
     if not isinstance(method, str):
         raise TypeError(f"method must be a str, got {type(method).__name__}")
-    known = method in SCHEMES or method in TORCHDIFFEQ_METHODS
-    if backprop in FIXED_STEP_BACKPROP[1:] and method not in SCHEMES:
+    if method not in SCHEMES and method not in TORCHDIFFEQ_METHODS:
+        raise ValueError(
+            f"method must be a torchdiffeq method, one of {sorted(TORCHDIFFEQ_METHODS)}, or a scheme of "
+            f"mode.SCHEMES, one of {sorted(SCHEMES)}; got {method!r}"
+        )
+    if backprop in SCHEME_ONLY_BACKPROP and method not in SCHEMES:
         raise ValueError(
             f"backprop={backprop!r} runs a fixed-step scheme of mode.SCHEMES, one of {sorted(SCHEMES)}, "
             f"got method={method!r}"
@@ -226,11 +230,6 @@ def _method(method: str | None, backprop: str) -> str:
             f"backprop='adjoint' is torchdiffeq's adjoint method and takes a torchdiffeq method, got "
             f"{method!r}; for a scheme of mode.SCHEMES use backprop='reversible' (exact gradients of the "
             "discrete solve, memory flat in the steps) or 'checkpoint'"
-        )
-    if not known:
-        raise ValueError(
-            f"method must be a torchdiffeq method, one of {sorted(TORCHDIFFEQ_METHODS)}, or a scheme of "
-            f"mode.SCHEMES, one of {sorted(SCHEMES)}; got {method!r}"
         )
     return method
 

@@ -40,6 +40,8 @@ from mode.schemes.momentum import MomentumSplitting
 
 #: How a fixed-step solve backpropagates.
 FIXED_STEP_BACKPROP = ("autograd", "checkpoint", "reversible")
+#: The backprop modes that only a scheme of ``mode.SCHEMES`` runs (no torchdiffeq method offers them).
+SCHEME_ONLY_BACKPROP = ("checkpoint", "reversible")
 
 
 @dataclass(frozen=True)

@@ -226,6 +226,8 @@ def test_adjoint_true_is_backprop_adjoint():
             "only 'step_size'",
         ),
         (dict(eps=0.5, method="rk45", steps=4), ValueError, "method must be a torchdiffeq method"),
+        (dict(eps=0.5, method="rk45", backprop="adjoint"), ValueError, "method must be a torchdiffeq method"),
+        (dict(eps=0.5, method="rk45", backprop="reversible", steps=4), ValueError, "method must be a"),
         (dict(eps=0.5, method=4), TypeError, "method must be a str"),
         (dict(eps=0.1, method="momentum", backprop="reversible", steps=5), ValueError, "exceeds eps"),
     ],

@@ -45,15 +45,20 @@ DEFINITIONS = {
     "activation_bytes": (
         "Peak memory of one training step (forward and backward of mean(x_L**2)) minus the memory held "
         "just before it, after an identical warm-up step has allocated the .grad tensors; measured in a "
-        "fresh process per workload, method and depth. CPU: peak resident set size (VmHWM, restarted "
-        "after the warm-up by writing 5 to /proc/self/clear_refs; peak_reset says whether that worked) "
-        "minus the resident set size before the step (VmRSS). GPU: torch.cuda.max_memory_allocated "
-        "minus memory_allocated before the step."
+        "fresh process per workload, method and depth, counted at PyTorch's allocator. CPU: the largest "
+        "running sum of allocated minus freed tensor bytes in the profiler's memory events "
+        "(mode.bench.allocated.TensorPeak), from a third, identical step. GPU: "
+        "torch.cuda.max_memory_allocated minus memory_allocated before the step."
+    ),
+    "resident_bytes": (
+        "CPU only: peak resident set size of the measured step run without the profiler (VmHWM, "
+        "restarted after the warm-up by writing 5 to /proc/self/clear_refs; peak_reset says whether that "
+        "worked) minus the resident set size before it (VmRSS). It also counts Python objects, "
+        "allocator fragmentation and scratch space outside tensors, at the resolution of pages."
     ),
     "caveats": [
-        "On the CPU the figure counts every resident byte the step adds: the input's gradient, "
-        "temporaries of one layer and allocator fragmentation as well as what the method stores; the "
-        "extras do not grow with depth.",
+        "activation_bytes counts every tensor byte the step adds: the input's gradient and "
+        "temporaries of one layer as well as what the method stores; the extras do not grow with depth.",
         "The memory processes run glibc's malloc with "
         + " ".join(f"{name}={value}" for name, value in MALLOC_ENV.items())
         + ", so that freed tensors leave the resident set at once instead of being cached on the heap, "

@@ -124,12 +124,20 @@ DEFINITIONS = {
         "true gradient of the ODE to about its cross-check gap. null where the gradient was not finite."
     ),
     "activation_bytes": (
-        "Peak resident set size of one float32 forward and backward pass (VmHWM, restarted after an "
-        "identical warm-up pass through /proc/self/clear_refs) minus the resident set size before it, in a "
-        "fresh process per point, whose malloc gives every block from 16 KiB up its own mapping ("
+        "Peak of the tensor storage allocated during one float32 forward and backward pass, counted at "
+        "PyTorch's allocator from the profiler's memory events (mode.bench.allocated.TensorPeak: the "
+        "largest running sum of allocated minus freed bytes, the CPU analogue of "
+        "torch.cuda.max_memory_allocated), after an identical warm-up pass that allocates every .grad, in "
+        "a fresh process per point. It counts stored activations, the reversible bit stack and "
+        "temporaries, exactly and the same in every run; not Python objects."
+    ),
+    "resident_bytes": (
+        "Peak resident set size of the same pass run without the profiler (VmHWM, restarted after the "
+        "warm-up through /proc/self/clear_refs) minus the resident set size before it, with a malloc that "
+        "gives every block from 16 KiB up its own mapping ("
         + " ".join(f"{k}={v}" for k, v in MEMORY_MALLOC_ENV.items())
-        + "). It counts everything the pass adds: stored activations, the reversible bit stack, "
-        "temporaries and allocator fragmentation; a few pages of noise."
+        + "): everything the pass adds, Python objects and fragmentation included, at the resolution of "
+        "pages (a few hundred KiB of noise)."
     ),
     "step_s": (
         "Median CPU time (time.process_time, one thread) of the timed forward and backward passes in a "

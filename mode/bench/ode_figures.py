@@ -22,7 +22,7 @@ STYLE = {
     "checkpoint-leapfrog": {"color": "tab:red", "marker": "^", "mfc": "none", "ls": ":"},
 }
 MIB = 2**20
-#: Where measured memory at or below zero (resident-set noise) is drawn on the logarithmic axis.
+#: Where a point that allocated no tensor memory is drawn on the logarithmic axis.
 MEMORY_FLOOR_MIB = 1 / 256
 
 

@@ -2,10 +2,13 @@
 runs such processes (for the step timings of :mod:`mode.bench.steps` too).
 
 Activation memory is the peak memory of a training step (forward and backward) minus the memory held
-just before it, after an identical warm-up step has allocated the parameters' ``.grad`` tensors. On
-the CPU: the peak resident set size (``VmHWM``, restarted after the warm-up through
-``/proc/self/clear_refs``) minus the resident set size before the step (``VmRSS``). On a GPU:
-``torch.cuda.max_memory_allocated`` minus ``memory_allocated`` before the step.
+just before it, after an identical warm-up step has allocated the parameters' ``.grad`` tensors, counted
+at PyTorch's allocator: on the CPU by :class:`~mode.bench.allocated.TensorPeak`, on a GPU by
+``torch.cuda.max_memory_allocated`` minus ``memory_allocated`` before the step. On the CPU the peak
+resident set size (``VmHWM``, restarted after the warm-up through ``/proc/self/clear_refs``) minus the
+resident set size before the step (``VmRSS``) is reported beside it: it also counts Python objects and
+allocator fragmentation, at the resolution of pages. :func:`before_step` and :func:`peak_since` measure
+that way for the experiments too.
 
 Each point runs in a fresh process, so that no allocation of another method or depth is cached where
 it would hide or inflate the peak. :class:`PointServer` starts ``python -m mode.bench.peak``, which
@@ -22,6 +25,7 @@ from dataclasses import asdict
 
 import torch
 
+from mode.bench.allocated import TensorPeak
 from mode.bench.methods import build, family, forward_loss, make_layers
 from mode.bench.rss import MALLOC_ENV, reset_peak, status_bytes
 from mode.bench.server import ModuleServer, serve_forked
@@ -72,7 +76,11 @@ def measure_point(
     Returns
     -------
     dict
-        ``activation_bytes`` (peak minus baseline), ``baseline_bytes``, ``peak_bytes``,
+        ``activation_bytes`` (the peak of tensor storage allocated during the step: counted by
+        :class:`~mode.bench.allocated.TensorPeak` on the CPU, ``max_memory_allocated`` minus the memory
+        allocated before on a GPU), ``resident_bytes`` (CPU: peak resident set minus the resident set
+        before the step, which also counts what is not a tensor; ``None`` on a GPU), ``baseline_bytes``
+        and ``peak_bytes`` (resident or allocated memory before and at the peak),
         ``parameter_bytes``, ``loss_finite``, ``peak_reset`` (whether the CPU measurement could restart
         the peak record after the warm-up; if not, the peak also covers the warm-up, an equal step),
         ``memory_step_wall_s`` (wall-clock time of the measured step, which the benchmark extrapolates to
@@ -106,8 +114,16 @@ def _measure(
         }
     loss.backward()
     peak = peak_since(device)
+    tensors = None
+    if device.type == "cpu":
+        # A third, identical step under the allocator count: the profiler's own records would add to
+        # the resident set of the step above.
+        with TensorPeak(device) as counted:
+            forward_loss(net, x)[1].backward()
+        tensors = counted.peak_bytes
     return {
-        "activation_bytes": peak - before,
+        "activation_bytes": peak - before if tensors is None else tensors,
+        "resident_bytes": None if tensors is None else peak - before,
         "baseline_bytes": before,
         "peak_bytes": peak,
         "parameter_bytes": sum(p.numel() * p.element_size() for p in net.parameters()),
