@@ -100,7 +100,7 @@ class TensorPeak:
         device = self._device_type()
         memory = [e for e in events if e.name() == "[memory]" and e.device_type() == device]
         # A stable sort by time: events of the same instant keep the order they were recorded in.
-        ordered = [e.nbytes() for e in sorted(memory, key=lambda e: e.start_ns())]
+        ordered = [e.nbytes() for e in sorted(memory, key=lambda e: e.start_ns())]  # type: ignore[union-attr]
         self.peak_bytes, self.net_bytes = _peak(ordered), sum(ordered)
 
     def _device_type(self):

@@ -10,6 +10,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO, cast
 
 
 class ModuleServer:
@@ -36,7 +37,8 @@ class ModuleServer:
         return self
 
     def __exit__(self, *exc) -> None:
-        self._process.stdin.close()
+        # Opened with stdin=PIPE, so never None.
+        cast(IO[str], self._process.stdin).close()
         self._process.wait()
 
 

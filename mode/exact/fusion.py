@@ -89,7 +89,29 @@ def _build(fn, args):
         return fn(*full)
 
     graph = make_fx(bound)(*tensors)
-    return inductor_compile(graph, tensors, options=OPTIONS)
+    return _unwrapped(inductor_compile(graph, tensors, options=OPTIONS), tensors)
+
+
+def _unwrapped(compiled, tensors):
+    """The compiled graph's own runner (``current_callable``, which takes its inputs as a list), without
+    the ahead-of-time-autograd and dynamo wrappers around it: they cost about 5 us a call, as much as a
+    small layer's whole kernel. Taken only if it returns and writes what the wrapped function does on
+    copies of ``tensors``; else ``compiled`` itself."""
+    runner = getattr(compiled, "current_callable", None)
+    if runner is None:
+        return compiled
+    wrapped_inputs, direct_inputs = [t.clone() for t in tensors], [t.clone() for t in tensors]
+    expected, got = compiled(*wrapped_inputs), runner(list(direct_inputs))
+    single = isinstance(expected, torch.Tensor)  # the wrapper unpacks a graph's lone output
+    expected = [expected] if single else list(expected)
+    same = len(expected) == len(got) and all(
+        torch.equal(a, b) for a, b in zip([*expected, *wrapped_inputs], [*got, *direct_inputs], strict=False)
+    )
+    if not same:
+        return compiled
+    if single:
+        return lambda *given: runner(list(given))[0]
+    return lambda *given: runner(list(given))
 
 
 def fused(fn):

@@ -162,7 +162,7 @@ def run(context) -> dict:
             phases = settings["phases"]["ResNet" if gamma == 0 else "momentum"]
             _train(net, list(net.parameters()), settings, phases, data, context, f"{label} ({restart + 1})")
             candidates.append((circles_separated(_labels(net), between=True), restart, net))
-        selection, restart, net = max(candidates, key=lambda c: (c[0], -c[1]))
+        _, restart, net = max(candidates, key=lambda c: (c[0], -c[1]))
         if gamma:
             metrics[f"{label} selection circles per restart"] = [c[0] for c in candidates]
             metrics[f"{label} restart kept"] = restart

@@ -91,3 +91,25 @@ def test_a_kernel_first_compiled_on_aliased_arguments_treats_them_as_distinct():
         assert torch.equal(difference(t, u), t - u)
     finally:
         set_compile(previous)
+
+
+class _Compiled:
+    """A stand-in for a compiled graph: the wrapped call doubles its input, ``runner`` is the raw one."""
+
+    def __init__(self, runner):
+        self.current_callable = runner
+
+    def __call__(self, t):
+        return t * 2
+
+
+def test_the_raw_runner_replaces_the_wrapped_kernel_only_where_it_computes_the_same():
+    t = torch.arange(3.0)
+    same = _Compiled(lambda given: [given[0] * 2])
+    direct = fusion._unwrapped(same, [t])
+    assert direct is not same and torch.equal(direct(t), t * 2)
+    other = _Compiled(lambda given: [given[0] * 3])
+    assert fusion._unwrapped(other, [t]) is other
+    writes_input = _Compiled(lambda given: [given[0].mul_(2)])  # right output, but changes its input
+    assert fusion._unwrapped(writes_input, [t]) is writes_input
+    assert torch.equal(t, torch.arange(3.0))  # checked on copies
