@@ -4,7 +4,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mode.exact.wide import divmod_shifted, mul_add_split
+from mode.exact import fusion
+from mode.exact.wide import divmod_shifted, floor_divmod, mul_add_split
 
 
 @st.composite
@@ -40,6 +41,31 @@ def test_divmod_shifted_matches_python_ints(case):
     expected = [divmod(x * 2**k + y, n) for x, y in zip(e, b, strict=True)]
     assert quotient.tolist() == [q for q, _ in expected]
     assert remainder.tolist() == [m for _, m in expected]
+
+
+INT64 = st.one_of(
+    st.sampled_from([-(2**63), -(2**63) + 1, -1, 0, 1, 2**63 - 1]), st.integers(-(2**63), 2**63 - 1)
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(INT64, min_size=1, max_size=16),
+    st.one_of(st.sampled_from([1, 2, 3, 2**31 - 1]), st.integers(1, 2**62)),
+)
+def test_floor_divmod_matches_python_ints_at_every_sign(a, n):
+    # Truncating division plus a correction where the remainder came out negative: Python's floor divmod.
+    quotient, remainder = floor_divmod(torch.tensor(a), n)
+    assert quotient.tolist() == [x // n for x in a]
+    assert remainder.tolist() == [x % n for x in a]
+
+
+def test_compiled_floor_divmod_agrees_with_python_ints():
+    a = torch.tensor([-(2**63), -(2**62) - 7, -5, -1, 0, 1, 5, 2**62 + 7, 2**63 - 1])
+    with fusion.compiling(True):
+        quotient, remainder = fusion.fused(floor_divmod)(a, 1932735283)
+    assert quotient.tolist() == [x // 1932735283 for x in a.tolist()]
+    assert remainder.tolist() == [x % 1932735283 for x in a.tolist()]
 
 
 def test_mul_add_split_at_the_edges_of_each_path():
