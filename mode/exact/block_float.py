@@ -72,12 +72,24 @@ def exponent_shape(shape: torch.Size, blocks: str = "tensor") -> tuple[int, ...]
     return (1,) * len(shape)
 
 
+def block_extremes(y: Tensor, blocks: str = "tensor") -> tuple[Tensor, Tensor]:
+    """``(min, max)`` of ``y`` over each block, flat (0-dim, or one per sample), from one
+    ``torch.aminmax`` pass: ATen's reduction is vectorised, while a compiled scalar loop of
+    ``max(acc, |y|)`` waits on the previous maximum at every element (14 against 48 us for 65536 int64
+    values, one thread). NaN propagates."""
+    if blocks == "sample" and y.dim() >= 2:
+        return torch.aminmax(y.reshape(y.shape[0], -1), dim=1)
+    return torch.aminmax(y)
+
+
+def extremes_amax(lo: Tensor, hi: Tensor, shape: tuple[int, ...] | torch.Size) -> Tensor:
+    """``max |y| = max(hi, -lo)`` from :func:`block_extremes`, shaped ``shape`` (``|y| < 2**63``)."""
+    return torch.maximum(hi, -lo).reshape(shape)
+
+
 def block_amax(y: Tensor, blocks: str = "tensor") -> Tensor:
     """``max |y|`` over each block, shaped like the exponents (same dtype as ``y``; NaN propagates)."""
-    size = y.abs()
-    first = 1 if blocks == "sample" and y.dim() >= 2 else 0
-    dims = tuple(range(first, y.dim()))
-    return size.amax(dim=dims, keepdim=True) if dims else size
+    return extremes_amax(*block_extremes(y, blocks), exponent_shape(y.shape, blocks))
 
 
 def power_of_two(e: Tensor) -> Tensor:

@@ -88,6 +88,9 @@ class ExactState:
     dtype: torch.dtype
     blocks: str = "tensor"
     rescalings: SparseLog = field(default_factory=SparseLog)
+    #: What a scheme derived from the current exponent tensors, with those tensors, for it to reuse while
+    #: they are current (e.g. :meth:`mode.schemes.momentum.MomentumCoefficients.scales`).
+    derived: tuple | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def encode(cls, x0: Tensor, v0: Tensor | None, blocks: str = "tensor") -> ExactState:

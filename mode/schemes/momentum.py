@@ -38,8 +38,9 @@ from torch import Tensor
 
 from mode.exact.bit_stack import MAX_PUSH_BITS, divide_word, multiply_word
 from mode.exact.block_float import (
-    block_amax,
+    block_extremes,
     decode,
+    extremes_amax,
     next_exponent,
     power_of_two,
     range_error,
@@ -154,6 +155,17 @@ class MomentumCoefficients:
                 "gamma = 0 (the ResNet rule) forgets v: there is no exact reversible step"
             )
 
+    def scales(self, state: ExactState) -> Tensor:
+        """:func:`momentum_scales` of this rule at the state's current exponents, derived once per pair of
+        exponent tensors: exponents are replaced, never modified, so the same tensors mean the same
+        scales (a walk back reuses the forward's last ones until an exponent moves)."""
+        cached = state.derived
+        if cached is not None and cached[0] is state.x_exp and cached[1] is state.v_exp and cached[2] == self:
+            return cached[3]
+        scales = momentum_scales(state.x_exp, state.v_exp, self.one_minus_gamma, self.step)
+        state.derived = (state.x_exp, state.v_exp, self, scales)
+        return scales
+
     def exact_step(self, state: ExactState, fx: Tensor, where: str = "the exact momentum step") -> Tensor:
         """Advance ``state`` in place by one exact step, given :math:`f(x)` at its :math:`x`; returns the
         new :math:`x` in the state's dtype (the next block's input).
@@ -165,17 +177,16 @@ class MomentumCoefficients:
         """
         self._check_invertible()
         fx = fx.detach()
-        x_exp, v_exp, x_shift, v_shift, facts = momentum_exponents(
-            fx,
-            state.x,
-            state.v,
+        x_exp, v_exp, x_shift, v_shift, facts, scales = momentum_exponents(
+            *block_extremes(fx, state.blocks),
+            *block_extremes(state.x, state.blocks),
+            *block_extremes(state.v, state.blocks),
             state.x_exp,
             state.v_exp,
             self.gamma,
             self.one_minus_gamma,
             self.step,
             value_limit(state.dtype),
-            state.blocks,
         )
         ok, changed, v_bits, x_bits = facts.tolist()  # the one host synchronisation of a step
         if not ok:
@@ -191,55 +202,35 @@ class MomentumCoefficients:
         if fuse:
             state.stack.reserve(*ops)
             x = momentum_forward(
-                state.stack.word,
-                state.x,
-                state.v,
-                fx,
-                x_exp,
-                v_exp,
-                x_shift,
-                v_shift,
-                self.one_minus_gamma,
-                self.step,
-                self.n,
-                self.k,
-                state.dtype,
+                state.stack.word, state.x, state.v, fx, x_shift, v_shift, scales, self.n, self.k, state.dtype
             )
             state.x_exp, state.v_exp = x_exp, v_exp
-            return x
-        # A shift too wide to share the word with the multiply (a scale jump of ~2**30 or more in one
-        # step): the three pushes each reserve their own room.
-        state.rescale_v(v_exp - v_shift, v_exp)
-        state.stack.reserve(ops[1])
-        state.stack.word, state.v = _velocity(
-            state.stack.word, state.v, fx, v_exp, self.one_minus_gamma, self.n, self.k
-        )
-        state.rescale_x(x_exp - x_shift, x_exp)
-        state.x = state.x + _drift(state.v, x_exp, v_exp, self.step)
-        return state.decode_x()
+        else:
+            # A shift too wide to share the word with the multiply (a scale jump of ~2**30 or more in one
+            # step): the three pushes each reserve their own room.
+            state.rescale_v(v_exp - v_shift, v_exp)
+            state.stack.reserve(ops[1])
+            state.stack.word, state.v = _velocity(state.stack.word, state.v, fx, scales[0], self.n, self.k)
+            state.rescale_x(x_exp - x_shift, x_exp)
+            state.x = state.x + _drift(state.v, scales[1])
+            x = state.decode_x()
+        state.derived = (x_exp, v_exp, self, scales)
+        return x
 
     def exact_undo_position(self, state: ExactState) -> Tensor:
         """First half of the exact inverse: rebuild :math:`x` of the last step in place; returns it in the
         state's dtype, bit for bit the value the forward gave :math:`f`."""
         record = state.rescalings[-1]
+        scales = self.scales(state)
         if record is not None and not record.fused:
-            state.x = state.x - _drift(state.v, state.x_exp, state.v_exp, self.step)
+            state.x = state.x - _drift(state.v, scales[1])
             state.unscale_x(record)
             return state.decode_x()
         shift = None if record is None else record.x_shift
-        old = state.x_exp if record is None else record.x_exp
-        x = momentum_undo_position(
-            state.stack.word,
-            state.x,
-            state.v,
-            state.x_exp,
-            state.v_exp,
-            shift,
-            old,
-            self.step,
-            state.dtype,
-        )
-        state.x_exp = old
+        position = None if record is None else power_of_two(record.x_exp)
+        x = momentum_undo_position(state.stack.word, state.x, state.v, scales, shift, position, state.dtype)
+        if record is not None:
+            state.x_exp = record.x_exp
         return x
 
     def exact_undo_velocity(self, state: ExactState, fx: Tensor) -> None:
@@ -247,9 +238,10 @@ class MomentumCoefficients:
         record = state.rescalings.pop()
         multiply = self.multiply_op
         fx = fx.detach()
+        scales = self.scales(state)
         if record is not None and not record.fused:
             state.stack.word, state.v = divide_word(
-                state.stack.word, state.v - _force(fx, state.v_exp, self.one_minus_gamma), self.n, self.k
+                state.stack.word, state.v - _force(fx, scales[0]), self.n, self.k
             )
             state.stack.release(multiply)
             state.unscale_v(record)
@@ -258,49 +250,79 @@ class MomentumCoefficients:
         if ops != (self.multiply_push if record is None else (ops[0], multiply, ops[-1])):
             raise RuntimeError(f"the bit stack's last push {ops!r} is not a fused momentum step")
         shift = None if record is None else record.v_shift
-        momentum_undo_velocity(
-            state.stack.word, state.v, fx, state.v_exp, shift, self.one_minus_gamma, self.n, self.k
-        )
+        momentum_undo_velocity(state.stack.word, state.v, fx, scales, shift, self.n, self.k)
         state.stack.release(*ops)
         if record is not None:
             state.v_exp = record.v_exp
 
 
-def _force(fx: Tensor, v_exp: Tensor, one_minus_gamma: float) -> Tensor:
-    r""":math:`[(1 - \gamma) f(x) 2^{-b}]`: one float64 product with an exact scale, rounded half to even."""
-    return torch.round(fx.to(torch.float64) * (one_minus_gamma * power_of_two(-v_exp))).to(torch.int64)
+def momentum_scales(x_exp: Tensor, v_exp: Tensor, one_minus_gamma: float, step: float) -> Tensor:
+    r"""The float64 factors of an exact momentum step at exponents :math:`(a, b)` of :math:`x = X 2^a`,
+    :math:`v = V 2^b`, stacked: :math:`(1 - \gamma) 2^{-b}` (the force onto the grid of :math:`V`),
+    :math:`h 2^{b - a}` (the drift of :math:`V` onto the grid of :math:`X`; exponent clamped to the float64
+    range, far below which :math:`|V| < 2^{61}` rounds to zero anyway) and :math:`2^a` (decoding
+    :math:`X`), each exact: a power of two times a float64 constant. Shape ``(3, *x_exp.shape)``.
+
+    The fused kernels take these as one tensor rather than derive them from the exponents: a compiled
+    loop re-derives a broadcast value at every element, since the exponents' memory might alias what it
+    writes (the forward step ran 423 against 318 us for 65536 coordinates, one thread). Stacked, so that a
+    kernel returns them as a buffer of its own, not as views that are rebuilt in Python at every call.
+    """
+    return torch.stack(
+        [
+            one_minus_gamma * power_of_two(-v_exp),
+            step * power_of_two((v_exp - x_exp).clamp(-1022, 1023)),
+            power_of_two(x_exp),
+        ]
+    )
 
 
-def _drift(v: Tensor, x_exp: Tensor, v_exp: Tensor, step: float) -> Tensor:
-    r""":math:`[h V 2^{b - a}]`, a fixed function of :math:`V` and the exponents, so both passes move
-    :math:`X` alike. The scale's exponent is clamped to the float64 range, far below which
-    :math:`|V| < 2^{61}` rounds to zero anyway."""
-    scale = step * power_of_two((v_exp - x_exp).clamp(-1022, 1023))
+def _force(fx: Tensor, scale: Tensor) -> Tensor:
+    r""":math:`[(1 - \gamma) f(x) 2^{-b}]`: one float64 product with an exact scale
+    (:func:`momentum_scales`), rounded half to even."""
+    return torch.round(fx.to(torch.float64) * scale).to(torch.int64)
+
+
+def _drift(v: Tensor, scale: Tensor) -> Tensor:
+    r""":math:`[h V 2^{b - a}]` (:func:`momentum_scales`), a fixed function of :math:`V` and the exponents,
+    so both passes move :math:`X` alike."""
     return torch.round(v.to(torch.float64) * scale).to(torch.int64)
 
 
-def _velocity(word, v, fx, v_exp, one_minus_gamma: float, n: int, k: int):
+def _velocity(word, v, fx, force_scale, n: int, k: int):
     word, v = multiply_word(word, v, n, k)
-    return word, v + _force(fx, v_exp, one_minus_gamma)
+    return word, v + _force(fx, force_scale)
 
 
 @fused
 def momentum_exponents(
-    fx, x, v, x_exp, v_exp, gamma: float, one_minus_gamma: float, step: float, limit: float, blocks: str
+    fx_lo,
+    fx_hi,
+    x_lo,
+    x_hi,
+    v_lo,
+    v_hi,
+    x_exp,
+    v_exp,
+    gamma: float,
+    one_minus_gamma: float,
+    step: float,
+    limit: float,
 ):
     r"""The exponents of the next state, from float64 bounds on it, and what the host must know.
 
     With :math:`\beta_v = \max(|v|, \mu)`, :math:`\mu = \gamma |v| + (1 - \gamma) |f|` (the old
     :math:`V` is moved to the new exponent before the multiply) and
     :math:`\beta_x = |x| + h(\mu + 2 \cdot 2^{b'})` (:math:`|V'| \le \mu 2^{-b'} + 2` after the
-    roundings of the force and the multiply), per block of ``blocks``. Returns the new exponents, the
-    shifts from the old ones (zero for all-zero blocks, relabelled), and ``[within range, any exponent
-    changed, widest v push, widest x push]``.
+    roundings of the force and the multiply), per block, given the blocks' extremes of :math:`f`,
+    :math:`X` and :math:`V` (:func:`~mode.exact.block_float.block_extremes`). Returns the new exponents,
+    the shifts from the old ones (zero for all-zero blocks, relabelled), ``[within range, any exponent
+    changed, widest v push, widest x push]`` and :func:`momentum_scales` at the new exponents.
     """
-    x_max, v_max = block_amax(x, blocks), block_amax(v, blocks)
+    x_max, v_max = extremes_amax(x_lo, x_hi, x_exp.shape), extremes_amax(v_lo, v_hi, v_exp.shape)
     size_x = x_max.to(torch.float64) * power_of_two(x_exp)
     size_v = v_max.to(torch.float64) * power_of_two(v_exp)
-    moved = gamma * size_v + one_minus_gamma * block_amax(fx, blocks).to(torch.float64)
+    moved = gamma * size_v + one_minus_gamma * extremes_amax(fx_lo, fx_hi, v_exp.shape).to(torch.float64)
     bound_v = torch.maximum(size_v, moved)
     v_new, v_old = next_exponent(bound_v, v_exp, v_max == 0)
     bound_x = size_x + step * (moved + 2 * power_of_two(v_new))
@@ -314,7 +336,7 @@ def momentum_exponents(
             x_shift.clamp(0, MAX_PUSH_BITS).max(),
         ]
     )
-    return x_new, v_new, x_shift, v_shift, facts
+    return x_new, v_new, x_shift, v_shift, facts, momentum_scales(x_new, v_new, one_minus_gamma, step)
 
 
 # The kernels below update the word and the mantissas in place: the state is never held twice, and the
@@ -322,33 +344,35 @@ def momentum_exponents(
 
 
 @fused
-def momentum_forward(
-    word, x, v, fx, x_exp, v_exp, x_shift, v_shift, one_minus_gamma: float, step: float, n: int, k: int, dtype
-):
+def momentum_forward(word, x, v, fx, x_shift, v_shift, scales, n: int, k: int, dtype):
     """One exact forward step in one kernel: move :math:`V` to its new exponent, multiply, add the force,
-    move :math:`X`, drift (``word, x, v`` in place); returns the decoded :math:`x'`."""
+    move :math:`X`, drift (``word, x, v`` in place); returns the decoded :math:`x'`. ``scales``:
+    :func:`momentum_scales` at the new exponents."""
+    force, drift, position = scales
     new_word, new_v = shift_word(word, v, v_shift)
-    new_word, new_v = _velocity(new_word, new_v, fx, v_exp, one_minus_gamma, n, k)
+    new_word, new_v = _velocity(new_word, new_v, fx, force, n, k)
     new_word, new_x = shift_word(new_word, x, x_shift)
-    new_x = new_x + _drift(new_v, x_exp, v_exp, step)
+    new_x = new_x + _drift(new_v, drift)
     word.copy_(new_word), x.copy_(new_x), v.copy_(new_v)
-    return decode(new_x, power_of_two(x_exp), dtype)
+    return decode(new_x, position, dtype)
 
 
 @fused
-def momentum_undo_position(word, x, v, x_exp, v_exp, x_shift, x_exp_old, step: float, dtype):
+def momentum_undo_position(word, x, v, scales, x_shift, position, dtype):
     """Inverse drift and exponent move of :math:`X` (``word, x`` in place); returns the decoded
-    rebuilt :math:`x`."""
-    new_word, new_x = unshift_word(word, x - _drift(v, x_exp, v_exp, step), x_shift)
+    rebuilt :math:`x`. ``scales``: :func:`momentum_scales` at the step's exponents; ``position``:
+    :math:`2^a` at the old exponent of :math:`X` where it moved (``x_shift``), else ``None``."""
+    _, drift, same = scales
+    new_word, new_x = unshift_word(word, x - _drift(v, drift), x_shift)
     word.copy_(new_word), x.copy_(new_x)
-    return decode(new_x, power_of_two(x_exp_old), dtype)
+    return decode(new_x, same if position is None else position, dtype)
 
 
 @fused
-def momentum_undo_velocity(word, v, fx, v_exp, v_shift, one_minus_gamma: float, n: int, k: int):
+def momentum_undo_velocity(word, v, fx, scales, v_shift, n: int, k: int):
     r"""Inverse force, exact divide by :math:`\gamma` and exponent move of :math:`V` (``word, v`` in
     place)."""
-    new_word, new_v = divide_word(word, v - _force(fx, v_exp, one_minus_gamma), n, k)
+    new_word, new_v = divide_word(word, v - _force(fx, scales[0]), n, k)
     new_word, new_v = unshift_word(new_word, new_v, v_shift)
     word.copy_(new_word), v.copy_(new_v)
     return ()

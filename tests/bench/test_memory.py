@@ -9,6 +9,7 @@ from mode.bench.memory import _Sweep, run_memory_benchmark, select_workloads
 from mode.bench.methods import METHODS, Coupled, make_couplings
 from mode.bench.plan import Estimate, estimate, extrapolate, float64_reason, skip_reason
 from mode.bench.steps import measure_depth
+from mode.bench.summary import evaluate_targets
 from mode.bench.workloads import FULL_WORKLOADS, GIB, QUICK_WORKLOADS, Settings, Workload, make_blocks
 from mode.cli import main
 
@@ -160,6 +161,27 @@ def test_targets_are_evaluated_per_workload(run):
             assert target["value"] is not None and set(target["by_depth"]) <= set(DEPTHS)
             assert target["met"] == (target["value"] <= target["threshold"])
     assert results["targets"]["conv"]["reversible_over_checkpoint"]["threshold"] == 1.10
+
+
+@pytest.mark.parametrize(("ratio", "met"), [(1.5, True), (2.5, False)])
+def test_the_gradient_target_allows_twice_autograds_error_and_no_more(ratio, met):
+    def row(method, error):
+        return {
+            "workload": "conv",
+            "method": method,
+            "depth": 10,
+            "grad_error_float64": {"input": error, "parameters": error / 10},
+            "activation_bytes": 1,
+            "stack_bytes": None,
+            "stack_bits_per_coordinate": 64,
+            "stack_bits_bound": 1.0,
+            "step_s": None,
+        }
+
+    rows = [row("autograd", 1e-6), row("reversible", ratio * 1e-6)]
+    target = evaluate_targets(rows, "conv")["gradient_accuracy"]
+    assert target["value"] == pytest.approx(ratio)
+    assert target["met"] is met
 
 
 def test_compile_time_is_reported_per_workload(run):
