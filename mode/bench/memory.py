@@ -125,6 +125,14 @@ DEFINITIONS = {
         "(memory_step_wall_s, slower under their allocator setting). A sweep that starts deeper than "
         f"L={PROBE_DEPTH} first measures each method's memory there (probes) to have an estimate."
     ),
+    "stacks": (
+        "Where the reversible cell of a depth was skipped (its training step over the budget): its bit "
+        "stack after one forward pass alone, which fills the stack as in training (stack_bytes, "
+        "stack_bits_per_coordinate, stack_bits_bound, forward_wall_s), run if the forward pass, "
+        "extrapolated from the shallower ones (estimated_forward_s), is within settings.stack_budget_s; "
+        "reason says why not otherwise. The bit-stack target is judged at the deepest depth measured "
+        "either way."
+    ),
     "timings": (
         "Per workload and depth: reason is null where the timing process ran, else why not: its "
         "estimated time, (1 + settings.repeats) steps of every method, above settings.timing_budget_s "
@@ -180,6 +188,7 @@ class _Sweep:
         # allocator maps every tensor afresh, and two run at once)
         self.timed_s = {method: {} for method in METHODS}
         self.memory_s = {method: {} for method in METHODS}
+        self.forward_s = {}  # depth -> seconds of the reversible forward pass, by memory or stack points
         self.dropped = {}  # method -> (depth, reason) where it was skipped or failed
         self.reference_s = {}  # depth -> wall-clock seconds of the float64 references
 
@@ -197,6 +206,33 @@ class _Sweep:
     def _note(self, method: str, depth: int, point: dict) -> None:
         self.peaks[method][depth] = point["peak_bytes"]
         self.memory_s[method][depth] = point["memory_step_wall_s"]
+        if method == "reversible":
+            self.forward_s[depth] = point["forward_wall_s"]
+
+    def _stack_point(self, depth: int) -> None:
+        """Where the reversible cell is skipped: its bit stack from a forward pass alone (the stack is a
+        function of the forward), if the pass is estimated within ``settings.stack_budget_s``; recorded in
+        ``stacks`` with ``reason`` null, or why not."""
+        guess = extrapolate(self.forward_s, depth)
+        cell = {**self._cell("reversible", depth), "estimated_forward_s": guess}
+        budget = self.settings.stack_budget_s
+        if guess is None or guess > budget:
+            why = (
+                "no shallower forward pass to estimate it from"
+                if guess is None
+                else f"estimated forward pass {guess:.3g} s exceeds the budget of {budget:g} s"
+            )
+            self.record["stacks"].append({**cell, "reason": why})
+            return
+        try:
+            point = self.memory_servers[0].call(
+                "stack", self.workload, self.settings, depth=depth, seed=self.seed, device=self.device
+            )
+        except PointFailed as error:
+            self.record["stacks"].append({**cell, "reason": _failure(error), "error": str(error)})
+            return
+        self.forward_s[depth] = point["forward_wall_s"]
+        self.record["stacks"].append({**cell, "reason": None, **point})
 
     def _plan(self, method: str, depth: int) -> tuple[str | None, dict]:
         """Why the cell must not run (or ``None``), and its estimate for the record."""
@@ -258,6 +294,9 @@ class _Sweep:
     def run(self, depths: tuple[int, ...], progress) -> None:
         for depth in depths:
             memory = self._memory_points(depth, progress)
+            if "reversible" not in memory:
+                progress.set_postfix_str(f"{self.workload.name} bit stack L={depth}")
+                self._stack_point(depth)
             progress.set_postfix_str(f"{self.workload.name} time and gradients L={depth}")
             if memory:
                 self._steps(depth, memory)
@@ -363,7 +402,8 @@ def run_memory_benchmark(
     dict
         What ``results.json`` holds: ``settings``, ``workloads``, ``seed``, ``environment``,
         ``definitions``, ``methods``, ``rows`` (one per measured cell), ``skipped`` (with reasons),
-        ``probes``, ``timings`` (per workload and depth: timed or why not, float64 references or why
+        ``probes``, ``stacks`` (bit stacks from a forward pass alone where the reversible cell was
+        skipped), ``timings`` (per workload and depth: timed or why not, float64 references or why
         not), ``ratios``, ``compile``, and per workload ``targets`` and ``memory_check``.
     """
     workloads = select_workloads(workloads, quick)
@@ -373,7 +413,7 @@ def run_memory_benchmark(
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     load_before = os.getloadavg()
-    record = {"rows": [], "skipped": [], "probes": [], "timings": []}
+    record = {"rows": [], "skipped": [], "probes": [], "stacks": [], "timings": []}
     total = len(workloads) * len(depths) * (len(METHODS) + 1)
     with contextlib.ExitStack() as stack:
         progress = stack.enter_context(tqdm(total=total, desc="mode bench memory", unit="cell", disable=None))
@@ -410,7 +450,7 @@ def run_memory_benchmark(
         **record,
         "ratios": time_ratios(rows),
         "compile": {name: compile_time(rows, name) for name in names},
-        "targets": {name: evaluate_targets(rows, name) for name in names},
+        "targets": {name: evaluate_targets(rows, name, record["stacks"]) for name in names},
         "memory_check": {
             workload.name: memory_check(rows, workload.name, 4 * workload.saved_floats_per_layer)
             for workload in workloads

@@ -84,9 +84,9 @@ def measure_point(
         ``parameter_bytes``, ``loss_finite``, ``peak_reset`` (whether the CPU measurement could restart
         the peak record after the warm-up; if not, the peak also covers the warm-up, an equal step),
         ``memory_step_wall_s`` (wall-clock time of the measured step, which the benchmark extrapolates to
-        deeper networks) and for the reversible method ``stack_bytes`` and ``stack_bits_per_coordinate``
-        of the bit stack after the forward pass with their ``stack_bits_bound``
-        (:func:`~mode.bench.summary.stack_bits_bound`), else ``None``.
+        deeper networks), ``forward_wall_s`` (its forward pass alone) and for the reversible method
+        ``stack_bytes`` and ``stack_bits_per_coordinate`` of the bit stack after the forward pass with
+        their ``stack_bits_bound`` (:func:`~mode.bench.summary.stack_bits_bound`), else ``None``.
     """
     device = torch.device(device)
     with torch_threads(settings.threads):
@@ -104,14 +104,10 @@ def _measure(
     before, peak_reset = before_step(device)
     start = time.perf_counter()
     _, loss = forward_loss(net, x)
+    forward_s = time.perf_counter() - start
     stack = {"stack_bytes": None, "stack_bits_per_coordinate": None, "stack_bits_bound": None}
     if method == "reversible":
-        # Read after the forward, when the stack is full: the backward empties it again.
-        stack = {
-            "stack_bytes": net.bit_stack.nbytes(),
-            "stack_bits_per_coordinate": net.bit_stack.bits_per_coordinate(),
-            "stack_bits_bound": stack_bits_bound(depth, net.n, net.k),
-        }
+        stack = _stack(net, depth)
     loss.backward()
     peak = peak_since(device)
     tensors = None
@@ -131,12 +127,43 @@ def _measure(
         "loss_finite": math.isfinite(loss.item()),
         "peak_reset": peak_reset,
         "memory_step_wall_s": time.perf_counter() - start,
+        "forward_wall_s": forward_s,
     }
+
+
+def _stack(net, depth: int) -> dict:
+    """The bit stack of a reversible ``net`` of ``depth`` layers, read after its forward pass (when it is
+    full: the backward empties it again)."""
+    return {
+        "stack_bytes": net.bit_stack.nbytes(),
+        "stack_bits_per_coordinate": net.bit_stack.bits_per_coordinate(),
+        "stack_bits_bound": stack_bits_bound(depth, net.n, net.k),
+    }
+
+
+def measure_stack(depth: int, workload: Workload, settings: Settings, seed: int, device: str) -> dict:
+    """The reversible method's bit stack after one forward pass at ``depth``, for a depth whose training
+    step is over the budget: the forward alone fills the stack, with a graph as in training.
+
+    Returns
+    -------
+    dict
+        ``stack_bytes``, ``stack_bits_per_coordinate`` and ``stack_bits_bound`` as in
+        :func:`measure_point`, and ``forward_wall_s``.
+    """
+    device = torch.device(device)
+    with torch_threads(settings.threads):
+        net = build("reversible", make_layers("blocks", depth, workload, seed, device), settings.gamma)
+        x = make_input(workload, seed, device)
+        start = time.perf_counter()
+        _, loss = forward_loss(net, x)  # the pass's graph holds the stack: read it while the loss lives
+        seconds = time.perf_counter() - start
+        return {**_stack(net, depth), "forward_wall_s": seconds, "loss_finite": math.isfinite(loss.item())}
 
 
 #: What a :class:`PointServer` can run: a task name -> a function of ``workload`` and ``settings`` (and
 #: JSON-ready arguments) that returns a JSON-ready dict.
-TASKS = {"memory": measure_point, "steps": measure_depth}
+TASKS = {"memory": measure_point, "stack": measure_stack, "steps": measure_depth}
 
 
 def _answer(request: dict) -> dict:

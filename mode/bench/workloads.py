@@ -173,7 +173,8 @@ class Settings:
     process is estimated above ``timing_budget_s``, and the float64 gradient references are left out
     where their steps are estimated above ``reference_budget_s`` (see :mod:`mode.bench.plan`).
     ``memory_workers`` memory processes run at once (each measures its own peak; their estimated peaks
-    together stay within ``memory_cap``).
+    together stay within ``memory_cap``). Where the reversible cell is skipped, its forward pass alone
+    still runs for the bit stack it fills if estimated within ``stack_budget_s``.
     """
 
     gamma: float = 0.9
@@ -186,6 +187,7 @@ class Settings:
     timing_budget_s: float = 300.0
     reference_budget_s: float = 60.0
     memory_workers: int = 2
+    stack_budget_s: float = 300.0
 
 
 FULL_DEPTHS = (10, 100, 1000)
@@ -193,7 +195,9 @@ QUICK_DEPTHS = (10, 100)
 #: The budgets of a full run.
 FULL_SETTINGS = Settings()
 #: Budgets that skip only what a quick run has no time for.
-QUICK_SETTINGS = Settings(min_seconds=0.2, step_budget_s=10.0, timing_budget_s=30.0, reference_budget_s=5.0)
+QUICK_SETTINGS = Settings(
+    min_seconds=0.2, step_budget_s=10.0, timing_budget_s=30.0, reference_budget_s=5.0, stack_budget_s=10.0
+)
 
 
 def make_blocks(depth: int, workload: Workload, seed: int, device: torch.device) -> list[torch.nn.Module]:

@@ -100,7 +100,7 @@ def run(context) -> dict:
     )
     context.figures.extend(sorted(f"{out.name}/{path.name}" for path in out.glob("*.png")))
     (name,) = results["settings"]["workloads"]
-    targets = evaluate_targets(results["rows"], name)  # from the measured rows, as the criteria
+    targets = evaluate_targets(results["rows"], name, results["stacks"])  # measured, as the criteria
     accuracy = targets["gradient_accuracy"]["value"]  # None where no depth had a float64 reference
     growth = memory_growth(results, "reversible", name, bit_stack=False) / memory_growth(
         results, "autograd", name

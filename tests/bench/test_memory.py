@@ -7,6 +7,7 @@ from tqdm.auto import tqdm
 
 from mode.bench.memory import _Sweep, run_memory_benchmark, select_workloads
 from mode.bench.methods import METHODS, Coupled, make_couplings
+from mode.bench.peak import measure_point, measure_stack
 from mode.bench.plan import Estimate, estimate, extrapolate, float64_reason, skip_reason
 from mode.bench.steps import measure_depth
 from mode.bench.summary import evaluate_targets
@@ -238,9 +239,21 @@ class _FakeServer:
                 "peak_bytes": peak,
                 "activation_bytes": peak,
                 "memory_step_wall_s": 1e-3 * kwargs["depth"],
+                "forward_wall_s": 3e-4 * kwargs["depth"],
+                "stack_bytes": None,
+                "stack_bits_per_coordinate": 64 if kwargs["method"] == "reversible" else None,
+                "stack_bits_bound": 0.152 * kwargs["depth"],
             }
+        if task == "stack":
+            bound = 0.152 * kwargs["depth"]
+            return {"stack_bits_per_coordinate": 1.25 * bound, "stack_bits_bound": bound, "forward_wall_s": 0}
         seconds = 1e-3 * kwargs["depth"]
-        timed = {"step_s": seconds, "first_step_wall_s": seconds, "step_wall_s": seconds}
+        timed = {
+            "step_s": seconds,
+            "first_step_wall_s": seconds,
+            "step_wall_s": seconds,
+            "grad_error_float64": None,
+        }
         return {"rows": {m: dict(timed) for m in kwargs["methods"]}, "reference_wall_s": None}
 
     def call(self, task, workload, settings, **kwargs):
@@ -249,7 +262,7 @@ class _FakeServer:
 
 
 def _fake_sweep(settings, bytes_per_layer, depths):
-    log, record = [], {"rows": [], "skipped": [], "probes": [], "timings": []}
+    log, record = [], {"rows": [], "skipped": [], "probes": [], "stacks": [], "timings": []}
     servers = [_FakeServer(bytes_per_layer, log) for _ in range(settings.memory_workers)]
     sweep = _Sweep(TINY[0], settings, seed=0, device="cpu", servers=(servers, servers[0]), record=record)
     sweep.run(depths, tqdm(disable=True))
@@ -273,6 +286,32 @@ def test_the_sweep_skips_what_its_estimates_rule_out_and_probes_first():
     # Without autograd at L=100 there is no float64 reference there, and no time ratio to autograd.
     assert record["timings"][1]["float64_reason"].startswith("autograd")
     assert all(r["time_ratio_autograd"] is None for r in record["rows"] if r["depth"] == 100)
+
+
+def test_a_skipped_reversible_cell_still_measures_its_bit_stack_within_the_budget():
+    # 1 ms per layer and step, 0.3 ms per layer of forward: L=1000 steps 1 s and runs forward in 0.3 s.
+    settings = Settings(step_budget_s=0.5, timing_budget_s=1e9, stack_budget_s=0.4)
+    record, log = _fake_sweep(settings, dict.fromkeys(METHODS, 0), (10, 100, 1000))
+    assert all(c["depth"] == 1000 for c in record["skipped"])
+    assert [c["depth"] for c in record["stacks"]] == [1000] and record["stacks"][0]["reason"] is None
+    assert ("stack", None, 1000) in log
+    assert record["stacks"][0]["estimated_forward_s"] == pytest.approx(0.3)
+    # The deepest depth judges the target: the forward-only cell, not L=100 and its 64-bit live word.
+    target = evaluate_targets(record["rows"], TINY[0].name, record["stacks"])["bit_stack_bits"]
+    assert set(target["by_depth"]) == {10, 100, 1000} and target["by_depth"][100] > 4
+    assert target["value"] == pytest.approx(1.25) and target["met"]
+    record, log = _fake_sweep(
+        replace(settings, stack_budget_s=0.2), dict.fromkeys(METHODS, 0), (10, 100, 1000)
+    )
+    assert "budget of 0.2 s" in record["stacks"][0]["reason"] and ("stack", None, 1000) not in log
+
+
+def test_a_forward_pass_alone_fills_the_stack_as_the_training_step_does():
+    point = measure_point("reversible", 300, TINY[0], SETTINGS, seed=1, device="cpu")
+    alone = measure_stack(300, TINY[0], SETTINGS, seed=1, device="cpu")
+    assert point["stack_bits_per_coordinate"] > 64  # chunks spilled, not the live word alone
+    for key in ("stack_bytes", "stack_bits_per_coordinate", "stack_bits_bound"):
+        assert alone[key] == point[key]
 
 
 def test_a_depth_over_the_timing_budget_keeps_its_memory_untimed():
