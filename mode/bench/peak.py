@@ -148,7 +148,7 @@ def measure_stack(depth: int, workload: Workload, settings: Settings, seed: int,
     Returns
     -------
     dict
-        ``stack_bytes``, ``stack_bits_per_coordinate`` and ``stack_bits_bound`` as in
+        ``stack_bytes``, ``stack_bits_per_coordinate``, ``stack_bits_bound`` and ``loss_finite`` as in
         :func:`measure_point`, and ``forward_wall_s``.
     """
     device = torch.device(device)
