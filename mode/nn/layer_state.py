@@ -98,7 +98,7 @@ class LayerState:
     """Generator states and buffer values from just before one block call (``None``: not needed)."""
 
     rng: list[torch.Tensor] | None
-    buffers: list[torch.Tensor] | None
+    buffers: list[tuple[torch.nn.Module, str, torch.Tensor]] | None  # (owner, name, value)
 
 
 def _buffer_slots(block) -> list[tuple[torch.nn.Module, str]]:
@@ -114,32 +114,41 @@ def _buffer(m: torch.nn.Module, name: str) -> torch.Tensor:
 
 
 class Recorder:
-    """Context for one block call in a forward pass; ``state`` is the :class:`LayerState` to replay."""
+    """Context for one block call in a forward pass; ``state`` is the :class:`LayerState` to replay.
 
-    def __init__(self, block, device: torch.device):
-        self.block, self.device = block, device
+    ``slots`` are the block's ``(module, name)`` buffer slots if the caller has them already (a
+    :class:`BlockState`'s ``buffer_slots``): walking the module tree costs more than a small block's
+    integer arithmetic.
+    """
+
+    def __init__(self, block, device: torch.device, slots: list[tuple[torch.nn.Module, str]] | None = None):
+        self.block, self.device, self._slots = block, device, slots
         self.state: LayerState | None = None
 
     def __enter__(self) -> Recorder:
+        if self._slots is None:
+            self._slots = _buffer_slots(self.block)
         self._rng = _rng_states(self.device)
-        self._buffers = [_buffer(m, name).detach().clone() for m, name in _buffer_slots(self.block)]
+        self._buffers = [(m, name, _buffer(m, name).detach().clone()) for m, name in self._slots]
         return self
 
     def __exit__(self, *exc) -> None:
         rng = None if _same(self._rng, _rng_states(self.device)) else self._rng
-        after = [_buffer(m, name).detach() for m, name in _buffer_slots(self.block)]
-        buffers = None if _same(self._buffers, after) else self._buffers
+        # The slots are read again: a call may assign a new tensor to a buffer as well as update it in place.
+        changed = any(not torch.equal(b, _buffer(m, name)) for m, name, b in self._buffers)
+        buffers = self._buffers if changed else None
         # None when the call changed nothing: a deterministic, stateless block costs no memory per layer.
         self.state = None if rng is None and buffers is None else LayerState(rng, buffers)
 
 
-def capture(block, device: torch.device) -> Recorder:
-    """``with capture(block, device) as rec: out = block(x)``; then ``rec.state`` replays that call."""
-    return Recorder(block, device)
+def capture(block, device: torch.device, slots: list[tuple[torch.nn.Module, str]] | None = None) -> Recorder:
+    """``with capture(block, device) as rec: out = block(x)``; then ``rec.state`` replays that call.
+    ``slots``: the block's buffer slots, if known (see :class:`Recorder`)."""
+    return Recorder(block, device, slots)
 
 
 @contextlib.contextmanager
-def replayed(block, state: LayerState | None, device: torch.device):
+def replayed(state: LayerState | None, device: torch.device):
     """Run the body from the generator and buffer state of the recorded call; restore both afterwards.
 
     Buffers are swapped for fresh copies of the recorded values rather than overwritten, so the tensors
@@ -150,18 +159,18 @@ def replayed(block, state: LayerState | None, device: torch.device):
         yield
         return
     rng_now = _rng_states(device) if state.rng is not None else None
-    slots = _buffer_slots(block) if state.buffers is not None else []
-    buffers_now = [m._buffers[name] for m, name in slots]
+    saved = state.buffers or []
+    buffers_now = [m._buffers[name] for m, name, _ in saved]
     try:
         if state.rng is not None:
             _set_rng_states(device, state.rng)
-        for (m, name), saved in zip(slots, state.buffers or [], strict=True):
-            m._buffers[name] = saved.clone()
+        for m, name, value in saved:
+            m._buffers[name] = value.clone()
         yield
     finally:
         if rng_now is not None:
             _set_rng_states(device, rng_now)
-        for (m, name), now in zip(slots, buffers_now, strict=True):
+        for (m, name, _), now in zip(saved, buffers_now, strict=True):
             m._buffers[name] = now
 
 
@@ -193,6 +202,7 @@ class BlockState:
     slots: tuple[tuple[dict, str, torch.Tensor], ...]  # (m._parameters or m._buffers, name, tensor)
     parameters: tuple[tuple[torch.nn.Module, str, torch.Tensor], ...]  # (owning module, name, parameter)
     training: tuple[tuple[torch.nn.Module, bool], ...]
+    buffer_slots: list[tuple[torch.nn.Module, str]]  # (owning module, name) of every buffer that is set
     versions: list[int | None] = field(default_factory=list)  # empty until record_versions()
 
     @classmethod
@@ -200,6 +210,7 @@ class BlockState:
         slots: list[tuple[dict, str, torch.Tensor]] = []
         parameters: list[tuple[torch.nn.Module, str, torch.Tensor]] = []
         training: list[tuple[torch.nn.Module, bool]] = []
+        buffers: list[tuple[torch.nn.Module, str]] = []
         # The module tree walked directly: Module.modules() builds every qualified name, which costs
         # more than the rest of the record.
         stack: list[torch.nn.Module | None] = [block]
@@ -214,9 +225,12 @@ class BlockState:
                 if p is not None:
                     slots.append((m._parameters, name, p))
                     parameters.append((m, name, p))
-            slots.extend((m._buffers, name, b) for name, b in m._buffers.items() if b is not None)
+            for name, b in m._buffers.items():
+                if b is not None:
+                    slots.append((m._buffers, name, b))
+                    buffers.append((m, name))
             stack.extend(m._modules.values())
-        return cls(block, tuple(slots), tuple(parameters), tuple(training))
+        return cls(block, tuple(slots), tuple(parameters), tuple(training), buffers)
 
     def trainable(self) -> list[torch.Tensor]:
         """The distinct parameters that require grad."""

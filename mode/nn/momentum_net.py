@@ -321,7 +321,7 @@ class MomentumNet(torch.nn.Module):
             with contextlib.ExitStack() as stack:
                 for state, i in states.items():
                     stack.enter_context(state.restored(i))
-                stack.enter_context(replayed(blocks, recorder.state, device))
+                stack.enter_context(replayed(recorder.state, device))
                 x, v = self._steps(start, stop, x, v, args, kwargs)
             if not torch.allclose(_checksum(x, v), forward[0], rtol=0.0, atol=0.0, equal_nan=True):
                 span = f"block {start}" if stop - start == 1 else f"blocks {start} to {stop - 1}"

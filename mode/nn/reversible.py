@@ -239,7 +239,7 @@ def exact_forward(rec: Recursion, x0: torch.Tensor, v0: torch.Tensor | None) -> 
     arg_tensors = tensor_arguments(rec.args, rec.kwargs)
     for i, block in enumerate(rec.blocks):
         since = _next_sequence_nr() if rec.mode.grad_enabled else None
-        with capture(block, x0.device) as recorder, rec.mode.applied():
+        with capture(block, x0.device, rec.states[i].buffer_slots) as recorder, rec.mode.applied():
             fx = rec.call(i, x, rec.args, rec.kwargs)
         if since is not None and fx.grad_fn is not None:
             known = [*rec.block_params[i], *arg_tensors]
@@ -270,7 +270,7 @@ def undo_layer(
     """
     i = record.layer - 1
     x = rec.rules[i].exact_undo_position(record.state)
-    with rec.states[i].restored(i), replayed(rec.blocks[i], record.states.pop(i, None), x.device):
+    with rec.states[i].restored(i), replayed(record.states.pop(i, None), x.device):
         fx = fx_of(i, x)
     rec.rules[i].exact_undo_velocity(record.state, fx)
     record.layer = i
@@ -378,16 +378,24 @@ class ReversiblePass:
         bar_x, bar_v = self._adjoints()
         rule = rec.rules[i]
         tilde_v = bar_v.add_(bar_x, alpha=rule.step)
-        grads: Sequence[torch.Tensor | None] = [None] * (1 + len(params) + len(wanted))
+        found: Sequence[torch.Tensor | None] = [None] * (1 + len(params) + len(wanted))
         if fx.requires_grad:
-            grads = torch.autograd.grad(
-                fx, [x, *params, *wanted], tilde_v * rule.one_minus_gamma, allow_unused=True
-            )
-        if grads[0] is not None:
-            bar_x.add_(grads[0])
+            # The product J^T v~ is scaled by 1 - gamma afterwards, not v~ before: a scaled copy of v~
+            # would be one more state-sized tensor alive through the whole vector-Jacobian product.
+            found = torch.autograd.grad(fx, [x, *params, *wanted], tilde_v, allow_unused=True)
+        x_grad, *grads = found
+        del found
+        if x_grad is not None:
+            bar_x.add_(x_grad, alpha=rule.one_minus_gamma)
+        # Freed before the scaled gradients are made, which would otherwise raise the step's peak.
+        del x, fx, x_grad
+        for j, g in enumerate(grads):
+            # Out of place: a gradient may be v~ itself (f(x) = x + b with a full-shape b), or shared by
+            # two parameters.
+            grads[j] = None if g is None else g * rule.one_minus_gamma
         self.bar_v = tilde_v.mul_(rule.gamma)
-        rest = iter(grads[1 + len(params) :])
-        return [*grads[1 : 1 + len(params)], *(next(rest) if t.requires_grad else None for t in arg_tensors)]
+        rest = iter(grads[len(params) :])
+        return [*grads[: len(params)], *(next(rest) if t.requires_grad else None for t in arg_tensors)]
 
     def backward_all(self, params: list[torch.Tensor], arg_tensors: list[torch.Tensor]) -> list:
         """Walk every layer back (:meth:`backward_layer`); return the summed gradients of ``params``
