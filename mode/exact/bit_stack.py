@@ -190,17 +190,22 @@ class BitStack:
                 f"got {tuple(v.shape)} on {v.device}"
             )
 
+    # Spill and absorb change the live word in place (as the fused kernels do) and make at most one
+    # word-sized temporary: on a deep net they run while a block's activations are alive, at the step's
+    # memory peak.
+
     def _spill(self, width: int) -> None:
         # Offsetting by 2**(w-1) maps [0, 2**w) onto the signed range of the w-bit dtype.
-        offset = 1 << (width - 1)
-        chunk = (self.word & ((1 << width) - 1)) - offset
+        chunk = (self.word & ((1 << width) - 1)).sub_(1 << (width - 1))
         self._chunks.append(chunk.to(_CHUNK_DTYPES[width]))
-        self.word = self.word >> width
+        del chunk
+        self.word.bitwise_right_shift_(width)
         self._chunk_bits += width
 
     def _absorb(self, width: int) -> None:
-        chunk = self._chunks.pop().to(torch.int64) + (1 << (width - 1))
-        self.word = (self.word << width) | chunk
+        # The low bits are zero after the shift and the chunk plus offset lies in [0, 2**w): adding is
+        # or-ing, and the narrow chunk is widened element by element rather than as a copy.
+        self.word.bitwise_left_shift_(width).add_(self._chunks.pop()).add_(1 << (width - 1))
         self._chunk_bits -= width
 
     @staticmethod

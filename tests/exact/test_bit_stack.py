@@ -7,7 +7,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mode.bench.allocated import TensorPeak
 from mode.exact import BitStack, rational_gamma
+from mode.exact.bit_stack import divide_word, multiply_word
 
 WORD_LIMIT = 2**63
 FIXED_POINT = 2**61
@@ -268,6 +270,35 @@ def test_deep_stacks_reverse_and_store_what_is_destroyed(gamma, depth):
     assert stack.nbytes() == size * 8 + size * (bits - 64) // 8
     for _ in range(depth):
         current = stack.divide(current, n, k)
+    assert torch.equal(current, start)
+    assert stack.is_empty()
+
+
+def test_spills_and_absorbs_hold_at_most_one_word_sized_temporary():
+    # On a deep net they run while a block's activations are alive, at the training step's peak.
+    size, (n, k) = 4096, rational_gamma(0.9)
+    stack = BitStack(torch.zeros(size))
+    current = torch.randint(-FIXED_POINT, FIXED_POINT, (size,), generator=torch.Generator().manual_seed(3))
+    start, peaks = current, []
+    while len(peaks) < 3:
+        bits = stack.bits_per_coordinate()
+        with TensorPeak() as spill:
+            stack.reserve(("multiply", n, k))
+        if stack.bits_per_coordinate() > bits:
+            peaks.append(spill.peak_bytes)
+        stack.word, current = multiply_word(stack.word, current, n, k)
+    word = size * 8
+    chunk = size * chunk_width(k) // 8
+    assert peaks == [word + chunk] * 3  # the masked word, and the chunk kept
+    absorbed = []
+    while len(stack):
+        bits = stack.bits_per_coordinate()
+        stack.word, current = divide_word(stack.word, current, n, k)
+        with TensorPeak() as absorb:
+            stack.release(("multiply", n, k))
+        if stack.bits_per_coordinate() < bits:
+            absorbed.append(absorb.peak_bytes)
+    assert absorbed == [word] * 3  # the chunk widened to int64
     assert torch.equal(current, start)
     assert stack.is_empty()
 
